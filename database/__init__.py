@@ -1,0 +1,1 @@
+"""The database half of the project: migrations (SQL) and the runner that applies them."""

@@ -1,0 +1,71 @@
+"""Where each environment's database is, for the command line: the one place that knows.
+
+`local` is the project-local PostgreSQL that scripts/local-db.sh runs; deployed environments
+are reached through an explicit URI (--db-uri or DATABASE_URL), since their credentials live in
+Secrets Manager and their schema is migrated by the deploy itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from database.migrator.errors import MigrationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MIGRATIONS_DIR = PROJECT_ROOT / "database" / "migrations"
+LOCAL_STATE_DIR = PROJECT_ROOT / ".local" / "postgres"
+LOCAL_DATABASE = "testdriven_dev"  # the guide's local database name
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved database to migrate, and how long to keep trying to reach it."""
+
+    conninfo: str  # "" means: libpq environment variables (PGHOST, PGUSER, ...)
+    connect_timeout_seconds: float
+
+
+# Deployed databases may be resuming from auto-pause (up to ~30 s): wait longer for them.
+_REMOTE_CONNECT_TIMEOUT = 90.0
+_LOCAL_CONNECT_TIMEOUT = 10.0
+DEPLOYED_ENVIRONMENTS = ("testing", "production")
+
+
+def local_conninfo(state_dir: Path = LOCAL_STATE_DIR) -> str:
+    """URI of the project-local server; its port is chosen when scripts/local-db.sh creates it."""
+    port_file = state_dir / "port"
+    if not port_file.is_file():
+        raise MigrationError(
+            "--environment local: the project-local PostgreSQL has not been created; "
+            "start it with scripts/local-db.sh start"
+        )
+    port = port_file.read_text().strip()
+    return f"postgresql://postgres@127.0.0.1:{port}/{LOCAL_DATABASE}"
+
+
+def resolve_target(environment: str | None, db_uri: str | None) -> Target:
+    """Pick the database: --db-uri, else --environment, else DATABASE_URL, else libpq's PG* variables."""
+    if db_uri and environment:
+        raise MigrationError("use either --db-uri or --environment, not both")
+    if db_uri:
+        return Target(db_uri, _REMOTE_CONNECT_TIMEOUT)
+    if environment == "local":
+        return Target(local_conninfo(), _LOCAL_CONNECT_TIMEOUT)
+    if environment in DEPLOYED_ENVIRONMENTS:
+        url = os.environ.get("DATABASE_URL")
+        if url:
+            return Target(url, _REMOTE_CONNECT_TIMEOUT)
+        raise MigrationError(
+            f"--environment {environment}: the deployed database is migrated by `cdk deploy`; to reach it "
+            "from here pass --db-uri (or set DATABASE_URL) with a URI built from the stack outputs and "
+            "the secret they name"
+        )
+    if environment is not None:
+        known = ", ".join(("local", *DEPLOYED_ENVIRONMENTS))
+        raise MigrationError(f"--environment {environment!r} is not known (known: {known})")
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return Target(url, _REMOTE_CONNECT_TIMEOUT)
+    return Target("", _REMOTE_CONNECT_TIMEOUT)

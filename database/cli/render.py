@@ -1,0 +1,168 @@
+"""How the CLI shows a run: the migrations guide's log lines for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, TextIO
+
+from database.migrator.errors import MigrationError, MigrationFailedError
+from database.migrator.events import (
+    Applied,
+    Applying,
+    Connected,
+    ConnectRetry,
+    Connecting,
+    Event,
+    Notice,
+    Planned,
+    TrackingTableReady,
+    WaitingForLock,
+)
+
+if TYPE_CHECKING:
+    from database.migrator.orchestration import ApplyResult, Status
+
+_TRACKING_LINES = {
+    "created": ("📋 Creating migration table...", "✅ Migration table ready"),
+    "upgraded": ("📋 Upgrading the previous runner's migration table...", "✅ Migration table ready"),
+    "ready": ("📋 Checking migration table...", "✅ Migration table ready"),
+}
+
+
+class HumanRenderer:
+    """Prints events as they happen, in the wording users know from the old run-migrations.sh."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool) -> None:
+        self.out = out
+        self.err = err
+        self.quiet = quiet
+
+    def _print(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=self.out, flush=True)
+
+    def start(self, mode: str) -> None:
+        self._print("🔄 Running database migrations..." if mode == "apply" else "🔄 Reading migration status...")
+
+    def event(self, event: Event) -> None:
+        match event:
+            case Connecting(target):
+                self._print(f"🔍 Testing database connection... ({target})")
+            case ConnectRetry(attempt, delay, reason):
+                self._print(f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s")
+            case Connected(version):
+                self._print(f"✅ Database connection successful (PostgreSQL {version})")
+            case WaitingForLock(holder):
+                self._print(f"⏳ Another migration run is in progress ({holder}); waiting for it to finish")
+            case TrackingTableReady(action):
+                for line in _TRACKING_LINES[action]:
+                    self._print(line)
+            case Planned(status):
+                self.status(status)
+            case Applying(version, in_transaction):
+                suffix = "" if in_transaction else " (no transaction)"
+                self._print(f"📝 Applying: {version}{suffix}")
+            case Applied(version, milliseconds):
+                self._print(f"✅ Applied: {version} ({milliseconds} ms)")
+            case Notice(message):
+                self._print(f"⚠️  {message}")
+
+    def status(self, status: Status) -> None:
+        self._print("📊 Migration Status")
+        self._print("==================")
+        if not status.tracking_table_exists:
+            self._print("(no migration table yet: every migration is pending)")
+        if status.applied:
+            self._print("✅ Applied Migrations:")
+            for applied in status.applied:
+                details = []
+                if applied.applied_at is not None:
+                    details.append(f"{applied.applied_at:%Y-%m-%d %H:%M:%S %Z}".strip())
+                if applied.execution_ms is not None:
+                    details.append(f"{applied.execution_ms} ms")
+                if applied.applied_by:
+                    details.append(f"by {applied.applied_by}")
+                suffix = f" ({', '.join(details)})" if details else ""
+                self._print(f"  • {applied.version}{suffix}")
+        if status.pending:
+            self._print("⏳ Pending Migrations:")
+            for pending in status.pending:
+                notes = [] if pending.in_transaction else ["no transaction"]
+                if pending.out_of_order:
+                    notes.append("out of order")
+                suffix = f" ({', '.join(notes)})" if notes else ""
+                self._print(f"  • {pending.version}{suffix}")
+        else:
+            self._print("✅ No pending migrations")
+        for title, versions in (
+            ("❌ Changed after being applied (drift):", status.drifted),
+            ("❓ Applied but no file any more:", status.missing),
+            ("ℹ️  Applied before checksums were kept (recorded on the next apply):", status.unverified),
+        ):
+            if versions:
+                self._print(title)
+                for version in versions:
+                    self._print(f"  • {version}")
+
+    def dry_run(self, status: Status) -> None:
+        if status.pending:
+            self._print(f"🔍 Dry run: {len(status.pending)} migration(s) would be applied, in this order:")
+            for pending in status.pending:
+                mode = "one transaction" if pending.in_transaction else "no transaction"
+                self._print(f"  • {pending.version}: {pending.statements} statement(s), {mode}")
+        self._print("🔍 Dry run: nothing was changed")
+
+    def finished(self, result: ApplyResult) -> None:
+        if result.applied:
+            self._print("🎉 All migrations applied successfully!")
+        else:
+            self._print("🎉 Database is up to date: nothing to apply")
+
+    def error(self, error: MigrationError) -> None:
+        print(f"❌ {error}", file=self.err, flush=True)
+
+
+def json_document(
+    mode: str,
+    *,
+    status: Status | None = None,
+    applied: list[Applied] | None = None,
+    error: MigrationError | None = None,
+) -> str:
+    """One JSON object describing the run; `ok` is false exactly when the exit status is not 0."""
+    document: dict[str, Any] = {"mode": mode, "ok": error is None}
+    if status is not None:
+        document.update(
+            applied=[
+                {
+                    "version": item.version,
+                    "applied_at": item.applied_at.isoformat() if item.applied_at else None,
+                    "execution_ms": item.execution_ms,
+                    "applied_by": item.applied_by,
+                }
+                for item in status.applied
+            ],
+            pending=[
+                {
+                    "version": item.version,
+                    "path": str(item.path),
+                    "statements": item.statements,
+                    "in_transaction": item.in_transaction,
+                    "out_of_order": item.out_of_order,
+                }
+                for item in status.pending
+            ],
+            drifted=status.drifted,
+            missing=status.missing,
+            unverified=status.unverified,
+        )
+        if mode == "status" or mode == "dry-run":
+            document["ok"] = not status.drifted
+    if applied is not None:
+        document["applied_now"] = [{"version": a.version, "execution_ms": a.milliseconds} for a in applied]
+    if error is not None:
+        details: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+        if isinstance(error, MigrationFailedError):
+            details.update(version=error.version, path=error.path, line=error.line, sqlstate=error.sqlstate)
+        document["error"] = details
+    return json.dumps(document, indent=2)

@@ -1,0 +1,75 @@
+"""Find the migration files in a directory and check their names, without a database."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidMigrationError
+
+# NNN_description.sql: any number of digits (001, 0001, 20261125093000), then a description.
+_NAME = re.compile(r"^(?P<number>[0-9]+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_.-]*)\.sql$")
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    """A migration on disk. `version` is the file stem, as the old run-migrations.sh recorded it."""
+
+    number: int
+    version: str
+    path: Path
+
+
+def discover(directory: Path) -> list[MigrationFile]:
+    """Return the directory's migrations ordered by numeric prefix.
+
+    Every `*.sql` file must be a well-named migration and numbers must be unique; other files
+    (a README, say) are ignored. Nothing about a bad directory is guessed at: it is an error.
+    """
+    if not directory.is_dir():
+        raise InvalidMigrationError(f"{directory}: migrations directory not found")
+    by_number: dict[int, MigrationFile] = {}
+    problems: list[str] = []
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if not name.lower().endswith(".sql") or name.startswith("."):
+            continue
+        match = _NAME.match(name)
+        if match is None:
+            problems.append(
+                f"{path}: malformed migration name; expected NNN_description.sql "
+                "(digits, underscore, letters/digits/_.-, lower-case .sql)"
+            )
+            continue
+        if not path.is_file():
+            problems.append(f"{path}: not a regular file")
+            continue
+        migration = MigrationFile(int(match["number"]), name[: -len(".sql")], path)
+        clash = by_number.get(migration.number)
+        if clash is not None:
+            problems.append(f"{path}: duplicate migration number {migration.number} (also {clash.path.name})")
+            continue
+        by_number[migration.number] = migration
+    if problems:
+        raise InvalidMigrationError("\n".join(problems))
+    return [by_number[number] for number in sorted(by_number)]
+
+
+def next_migration_path(directory: Path, description: str, timestamp: str) -> Path:
+    """Path for a new migration after the existing ones.
+
+    Sequential directories get the next number at the existing width (at least 3 digits);
+    directories that already use timestamp prefixes (12+ digits) get `timestamp`.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
+    if not slug:
+        raise InvalidMigrationError(f"migration description {description!r} has no letters or digits")
+    existing = discover(directory)
+    widths = [len(m.version.split("_", 1)[0]) for m in existing]
+    if widths and max(widths) >= 12:
+        prefix = timestamp
+    else:
+        number = existing[-1].number + 1 if existing else 1
+        prefix = str(number).zfill(max([3, *widths]))
+    return directory / f"{prefix}_{slug}.sql"

@@ -1,0 +1,70 @@
+"""What the runner reports while it works. The core emits these; callers decide how to show
+them (the CLI as the guide's log lines or JSON, the Lambda as log records)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .orchestration import Status
+
+
+@dataclass(frozen=True)
+class Connecting:
+    target: str  # already redacted: never contains a password
+
+
+@dataclass(frozen=True)
+class ConnectRetry:
+    attempt: int
+    delay_seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Connected:
+    server_version: str
+
+
+@dataclass(frozen=True)
+class WaitingForLock:
+    holder: str
+
+
+@dataclass(frozen=True)
+class TrackingTableReady:
+    action: str  # "created", "upgraded" (adopted from the old runner) or "ready"
+
+
+@dataclass(frozen=True)
+class Planned:
+    status: Status  # computed under the lock, before anything is applied
+
+
+@dataclass(frozen=True)
+class Applying:
+    version: str
+    in_transaction: bool
+
+
+@dataclass(frozen=True)
+class Applied:
+    version: str
+    milliseconds: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+Event = (
+    Connecting | ConnectRetry | Connected | WaitingForLock | TrackingTableReady | Planned | Applying | Applied | Notice
+)
+EventSink = Callable[[Event], None]
+
+
+def ignore_events(_event: Event) -> None:
+    """An event sink for callers that only want the returned result."""

@@ -1,0 +1,219 @@
+"""Status, dry-run and apply: the runner's three modes, built from discovery, parsing and the
+PostgreSQL module. Used unchanged by the CLI and by the deploy-time Lambda."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .discovery import MigrationFile, discover
+from .errors import DriftError
+from .events import Applied, Applying, EventSink, Notice, Planned
+from .parsing import ParsedMigration, file_digest, parse_migration, read_migration
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from .postgres import AppliedRow, ConnectSettings
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """How a run behaves; the caller (CLI, Lambda) fills it in explicitly."""
+
+    migrations_dir: Path
+    connect: ConnectSettings
+    applied_by: str
+    lock_wait_seconds: float = 300.0
+    accept_drift: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class LocalMigration:
+    """A migration file read from disk. Parsing (splitting into statements) happens on demand:
+    a no-op deploy over a thousand applied files only needs their digests."""
+
+    file: MigrationFile
+    raw: bytes
+    text: str
+    digest: str
+
+    @property
+    def version(self) -> str:
+        return self.file.version
+
+    def parse(self) -> ParsedMigration:
+        return parse_migration(self.file.path, self.text)
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    version: str
+    applied_at: datetime | None
+    execution_ms: int | None
+    applied_by: str | None
+
+
+@dataclass(frozen=True)
+class PendingMigration:
+    version: str
+    path: Path
+    statements: int
+    in_transaction: bool
+    out_of_order: bool
+
+
+@dataclass
+class Status:
+    """Where a database stands against the migration files."""
+
+    applied: list[AppliedMigration] = field(default_factory=list)
+    pending: list[PendingMigration] = field(default_factory=list)
+    drifted: list[str] = field(default_factory=list)  # applied, file's SQL changed since
+    missing: list[str] = field(default_factory=list)  # applied, no file any more
+    unverified: list[str] = field(default_factory=list)  # applied by the old runner: no checksum yet
+    tracking_table_exists: bool = True
+
+
+@dataclass
+class ApplyResult:
+    status: Status  # before applying
+    applied: list[Applied] = field(default_factory=list)
+
+
+def load_migrations(directory: Path) -> list[LocalMigration]:
+    """Discover and read every migration, rejecting bad names, duplicates and non-UTF-8 files
+    before any database work."""
+    migrations = []
+    for file in discover(directory):
+        raw, text = read_migration(file.path)
+        migrations.append(LocalMigration(file, raw, text, file_digest(raw)))
+    return migrations
+
+
+def compute_status(
+    local: list[LocalMigration], rows: dict[str, AppliedRow], *, tracking_table_exists: bool = True
+) -> Status:
+    """Compare files with tracking rows. Every pending file is parsed here, so a broken pending
+    file stops the run before anything is applied."""
+    status = Status(tracking_table_exists=tracking_table_exists)
+    local_versions = {migration.version for migration in local}
+    highest_applied = max((m.file.number for m in local if m.version in rows), default=-1)
+    for migration in local:
+        row = rows.get(migration.version)
+        if row is None:
+            parsed = migration.parse()
+            status.pending.append(
+                PendingMigration(
+                    migration.version,
+                    migration.file.path,
+                    len(parsed.statements),
+                    parsed.in_transaction,
+                    migration.file.number < highest_applied,
+                )
+            )
+            continue
+        status.applied.append(AppliedMigration(row.version, row.applied_at, row.execution_ms, row.applied_by))
+        if row.file_digest == migration.digest:
+            continue
+        if row.checksum is None:
+            status.unverified.append(migration.version)
+        elif migration.parse().checksum != row.checksum:
+            status.drifted.append(migration.version)
+    status.missing = sorted(version for version in rows if version not in local_versions)
+    return status
+
+
+def read_status(settings: RunnerSettings, emit: EventSink) -> Status:
+    """Status without changing anything: no tracking table is created, no lock is taken."""
+    from . import postgres
+
+    local = load_migrations(settings.migrations_dir)
+    with _connection(settings, emit) as connection:
+        exists = postgres.tracking_table_exists(connection)
+        rows = postgres.applied_rows(connection) if exists else {}
+    return compute_status(local, rows, tracking_table_exists=exists)
+
+
+def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
+    """Apply every pending migration in order, each in its own transaction with its tracking
+    row, under the runner lock. Stops at the first failure; earlier ones stay applied."""
+    from . import postgres
+
+    local = load_migrations(settings.migrations_dir)
+    by_version = {migration.version: migration for migration in local}
+    with _connection(settings, emit) as connection, postgres.runner_lock(
+        connection, settings.lock_wait_seconds, emit
+    ):
+        postgres.ensure_tracking_table(connection, emit)
+        rows = postgres.applied_rows(connection)
+        status = compute_status(local, rows)
+        result = ApplyResult(status)
+        emit(Planned(status))
+        _check_drift(status, settings.accept_drift)
+        _refresh_checksums(connection, status, by_version, rows, emit)
+        for pending in status.pending:
+            migration = by_version[pending.version]
+            if pending.out_of_order:
+                emit(Notice(f"{pending.version} is older than an applied migration: applying it out of order"))
+            emit(Applying(pending.version, pending.in_transaction))
+            elapsed = postgres.apply_migration(
+                connection,
+                version=pending.version,
+                path=str(pending.path),
+                migration=migration.parse(),
+                digest=migration.digest,
+                applied_by=settings.applied_by,
+            )
+            event = Applied(pending.version, elapsed)
+            result.applied.append(event)
+            emit(event)
+    return result
+
+
+def _check_drift(status: Status, accepted: frozenset[str]) -> None:
+    refused = [version for version in status.drifted if version not in accepted]
+    if refused:
+        names = ", ".join(refused)
+        raise DriftError(
+            f"applied migration(s) changed since they ran: {names}. Applied migrations must not be "
+            "edited: put the change in a new migration and restore the file (git checkout), or, if "
+            f"the edit is intended, accept it with --accept-drift {refused[0]}. Nothing was applied."
+        )
+
+
+def _refresh_checksums(
+    connection: psycopg.Connection[tuple[object, ...]],
+    status: Status,
+    by_version: dict[str, LocalMigration],
+    rows: dict[str, AppliedRow],
+    emit: EventSink,
+) -> None:
+    """Record checksums the tracking table lacks or that an accepted/cosmetic edit changed, so
+    the next run takes the fast path and later edits are caught."""
+    from . import postgres
+
+    for version in status.unverified:
+        emit(Notice(f"{version}: recorded its checksum (applied before checksums were kept)"))
+    for version in status.drifted:
+        emit(Notice(f"{version}: accepted the edited file as applied (--accept-drift)"))
+    for applied in status.applied:
+        migration = by_version.get(applied.version)
+        if migration is None or rows[applied.version].file_digest == migration.digest:
+            continue
+        postgres.record_checksum(connection, applied.version, migration.parse().checksum, migration.digest)
+
+
+@contextmanager
+def _connection(settings: RunnerSettings, emit: EventSink) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    from . import postgres
+
+    connection = postgres.connect(settings.connect, emit)
+    try:
+        yield connection
+    finally:
+        connection.close()
