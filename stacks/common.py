@@ -1,0 +1,49 @@
+"""Small translations from plain settings values to CDK types, shared by the components."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_logs as logs
+
+from stacks.settings import Removal
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+}
+
+_REMOVAL = {
+    Removal.DESTROY: RemovalPolicy.DESTROY,
+    Removal.SNAPSHOT: RemovalPolicy.SNAPSHOT,
+    Removal.RETAIN: RemovalPolicy.RETAIN,
+}
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """The CloudWatch Logs retention for ``days`` (only CloudWatch's fixed values are accepted)."""
+    try:
+        return _RETENTION[days]
+    except KeyError:
+        raise ValueError(f"log retention of {days} days: allowed are {sorted(_RETENTION)}") from None
+
+
+def removal_policy(removal: Removal) -> RemovalPolicy:
+    """The database's removal policy."""
+    return _REMOVAL[removal]
+
+
+def companion_removal_policy(removal: Removal) -> RemovalPolicy:
+    """Removal policy for what belongs to the database (its secret, its logs): kept unless destroyed.
+
+    SNAPSHOT is only valid on resources that take snapshots, so SNAPSHOT maps to RETAIN here: a
+    final snapshot is useless without the password that opens it.
+    """
+    return RemovalPolicy.DESTROY if removal is Removal.DESTROY else RemovalPolicy.RETAIN

@@ -1,0 +1,112 @@
+"""RDS for PostgreSQL on a free-tier micro instance: 20 GB gp2, Single-AZ unless multi_az."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from constructs import Construct
+
+from stacks.common import companion_removal_policy, log_retention, removal_policy
+from stacks.compliance import acknowledge
+from stacks.database.base import PostgresDatabase, acknowledge_common_findings
+from stacks.database.parameters import POSTGRES_PARAMETERS
+from stacks.database.security import DatabaseSecurityGroups
+from stacks.settings import POSTGRES_MAJOR_VERSION, EnvironmentSettings, Flavour, Removal
+
+LOG_EXPORTS = ("postgresql", "upgrade")
+
+
+class RdsFreeDatabase(PostgresDatabase):
+    """A db.t3.micro (or db.t4g.micro) PostgreSQL instance: the RDS free-tier shape."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: EnvironmentSettings,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        security: DatabaseSecurityGroups,
+    ) -> None:
+        if settings.flavour is not Flavour.RDS_FREE:
+            raise ValueError(f"{settings.name} is configured for {settings.flavour}, not rds-free")
+        super().__init__(scope, construct_id, settings=settings, vpc=vpc, subnets=subnets, security=security)
+        engine = rds.DatabaseInstanceEngine.postgres(
+            version=rds.PostgresEngineVersion.of(settings.engine_version, str(POSTGRES_MAJOR_VERSION))
+        )
+        parameters = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=engine,
+            description=f"pg-schema-deploy {settings.name}: TLS only, statement and connection logging",
+            parameters=POSTGRES_PARAMETERS,
+        )
+        log_groups = [
+            logs.LogGroup(
+                self,
+                f"{name.capitalize()}Log",
+                log_group_name=f"/aws/rds/instance/{settings.identifier}/{name}",
+                retention=log_retention(settings.log_retention_days),
+                removal_policy=companion_removal_policy(settings.removal),
+            )
+            for name in LOG_EXPORTS
+        ]
+        instance = rds.DatabaseInstance(
+            self,
+            "Instance",
+            instance_identifier=settings.identifier,
+            engine=engine,
+            instance_type=ec2.InstanceType(settings.rds.cdk_instance_type),
+            allocated_storage=settings.rds.allocated_storage_gib,
+            storage_type=rds.StorageType.GP2,
+            storage_encrypted=True,
+            multi_az=settings.multi_az,
+            publicly_accessible=False,
+            auto_minor_version_upgrade=True,
+            credentials=rds.Credentials.from_generated_secret(settings.username),
+            database_name=settings.database_name,
+            port=settings.port,
+            vpc=vpc,
+            vpc_subnets=subnets,
+            security_groups=[security.database_security_group],
+            parameter_group=parameters,
+            iam_authentication=True,
+            backup_retention=Duration.days(settings.backup_retention_days),
+            preferred_backup_window="03:00-04:00",
+            preferred_maintenance_window="sun:04:30-sun:05:30",
+            delete_automated_backups=settings.removal is Removal.DESTROY,
+            cloudwatch_logs_exports=list(LOG_EXPORTS),
+            copy_tags_to_snapshot=True,
+            deletion_protection=settings.deletion_protection,
+            removal_policy=removal_policy(settings.removal),
+        )
+        for log_group in log_groups:
+            instance.node.add_dependency(log_group)
+        secret = instance.node.find_child("Secret")
+        if isinstance(secret, rds.DatabaseSecret):
+            secret.apply_removal_policy(companion_removal_policy(settings.removal))
+        self.resource = instance
+        self.instance = instance
+        self.log_groups = log_groups
+        assert instance.secret is not None  # generated credentials always produce one
+        self.secret = instance.secret
+        self.endpoint = instance.instance_endpoint
+
+        acknowledge_common_findings(instance, settings)
+        acknowledge(
+            instance,
+            "AwsSolutions-RDS11",
+            "Port 5432 kept on purpose: the instance sits in isolated subnets and its security group admits "
+            "only the database clients group, so a non-default port adds no protection but breaks the "
+            "defaults of psql, the migration runner and application drivers.",
+        )
+        if not settings.multi_az:
+            acknowledge(
+                instance,
+                "AwsSolutions-RDS3",
+                "Single-AZ on purpose: the free tier covers Single-AZ micro instances only and a standby "
+                "doubles the instance cost; set multi_az=True in stacks/settings.py for a standby.",
+            )

@@ -1,0 +1,313 @@
+"""Typed per-environment settings: the one place that says what each environment deploys.
+
+Pure Python on purpose (no aws_cdk import): the migration runner imports ``POSTGRES_VERSION`` /
+``POSTGRES_MAJOR_VERSION`` from here to compare the local server with the deployed one, and the CDK
+constructs translate these plain values into CDK types themselves.
+
+Command-line overrides (``cdk synth -c KEY=VALUE``) are resolved by :func:`apply_context`; every key
+also exists per environment as ``KEY.<environment>`` (for example ``-c database.testing=rds-free``),
+which wins over the plain key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# One PostgreSQL version for both flavours. 17.9 exists for Aurora PostgreSQL and for RDS for
+# PostgreSQL in aws-cdk-lib 2.275 (AuroraPostgresEngineVersion.VER_17_9 / PostgresEngineVersion.VER_17_9),
+# and every Aurora PostgreSQL 17 minor supports Serverless v2 scale to zero (0 ACU with auto-pause).
+POSTGRES_VERSION = "17.9"
+POSTGRES_MAJOR_VERSION = int(POSTGRES_VERSION.split(".")[0])
+
+PROJECT_NAME = "PgSchemaDeploy"
+DATABASE_USER = "webapp"
+DATABASE_PORT = 5432
+
+# Instance classes the rds-free flavour accepts: the Single-AZ micro classes of the RDS free tier.
+RDS_FREE_INSTANCE_CLASSES = ("db.t3.micro", "db.t4g.micro")
+
+# Aurora PostgreSQL versions that can pause at 0 ACU, as (major, lowest minor); majors above the
+# newest listed one all support it (AWS "Scaling to zero ACUs" docs; the same ranges aws-cdk-lib
+# uses for its auto-pause check: >=16.3 || ^15.7 || ^14.12 || ^13.15).
+_AURORA_AUTO_PAUSE_MINIMUM = {13: 15, 14: 12, 15: 7, 16: 3}
+_AURORA_AUTO_PAUSE_ALL_MINORS_FROM_MAJOR = 17
+
+AUTO_PAUSE_MIN_SECONDS = 300
+AUTO_PAUSE_MAX_SECONDS = 86_400
+MAX_ACU = 256.0
+# Retention periods CloudWatch Logs accepts (the subset offered here).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 180, 365)
+
+
+class SettingsError(ValueError):
+    """A settings value that cannot be deployed."""
+
+
+class ContextError(SettingsError):
+    """A bad ``-c KEY=VALUE`` override on the cdk command line."""
+
+
+class Flavour(StrEnum):
+    """Which managed PostgreSQL an environment runs."""
+
+    AURORA_SERVERLESS = "aurora-serverless"
+    RDS_FREE = "rds-free"
+
+
+class Removal(StrEnum):
+    """What CloudFormation does with the database when the stack (or the resource) is deleted."""
+
+    DESTROY = "destroy"  # delete it, no final snapshot: testing
+    SNAPSHOT = "snapshot"  # delete it after a final snapshot
+    RETAIN = "retain"  # keep it running, detached from the stack
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """``"17.9"`` -> ``(17, 9)``. Raises SettingsError for anything that is not MAJOR.MINOR."""
+    match = re.fullmatch(r"(\d+)\.(\d+)", version)
+    if not match:
+        raise SettingsError(f"PostgreSQL version {version!r} is not of the form MAJOR.MINOR (e.g. '17.9')")
+    return int(match.group(1)), int(match.group(2))
+
+
+def aurora_supports_scale_to_zero(version: str) -> bool:
+    """Whether Aurora PostgreSQL ``version`` accepts a minimum capacity of 0 ACU (auto-pause)."""
+    major, minor = parse_version(version)
+    if major >= _AURORA_AUTO_PAUSE_ALL_MINORS_FROM_MAJOR:
+        return True
+    lowest = _AURORA_AUTO_PAUSE_MINIMUM.get(major)
+    return lowest is not None and minor >= lowest
+
+
+@dataclass(frozen=True)
+class AuroraCapacity:
+    """Aurora Serverless v2 capacity range, in ACU (1 ACU is about 2 GiB of memory)."""
+
+    min_acu: float
+    max_acu: float
+    # Seconds without connections before a 0-ACU cluster pauses; only with min_acu == 0.
+    auto_pause_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("min_acu", self.min_acu), ("max_acu", self.max_acu)):
+            if not 0 <= value <= MAX_ACU or (value * 2) != int(value * 2):
+                raise SettingsError(f"Aurora {name}={value}: must be 0 to {MAX_ACU} in steps of 0.5")
+        if self.max_acu < max(self.min_acu, 1):
+            raise SettingsError(
+                f"Aurora max_acu={self.max_acu}: must be at least 1 and at least min_acu={self.min_acu}"
+            )
+        if self.min_acu == 0:
+            if self.auto_pause_seconds is None:
+                raise SettingsError("Aurora min_acu=0 (scale to zero) needs auto_pause_seconds")
+            if not AUTO_PAUSE_MIN_SECONDS <= self.auto_pause_seconds <= AUTO_PAUSE_MAX_SECONDS:
+                raise SettingsError(
+                    f"Aurora auto_pause_seconds={self.auto_pause_seconds}: must be "
+                    f"{AUTO_PAUSE_MIN_SECONDS} to {AUTO_PAUSE_MAX_SECONDS}"
+                )
+        elif self.auto_pause_seconds is not None:
+            raise SettingsError(
+                f"Aurora auto_pause_seconds={self.auto_pause_seconds} only applies with min_acu=0 "
+                f"(min_acu is {self.min_acu})"
+            )
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_acu == 0
+
+
+@dataclass(frozen=True)
+class RdsInstance:
+    """RDS for PostgreSQL instance size (the rds-free flavour)."""
+
+    instance_class: str = "db.t3.micro"
+    allocated_storage_gib: int = 20  # the free tier's 20 GB; storage never autoscales past it
+
+    def __post_init__(self) -> None:
+        if self.instance_class not in RDS_FREE_INSTANCE_CLASSES:
+            raise SettingsError(
+                f"RDS instance_class={self.instance_class!r}: allowed values are {', '.join(RDS_FREE_INSTANCE_CLASSES)}"
+            )
+        if not 20 <= self.allocated_storage_gib <= 6144:
+            raise SettingsError(f"RDS allocated_storage_gib={self.allocated_storage_gib}: must be 20 to 6144")
+
+    @property
+    def cdk_instance_type(self) -> str:
+        """The class without the ``db.`` prefix, as ``ec2.InstanceType`` wants it (``t3.micro``)."""
+        return self.instance_class.removeprefix("db.")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The VPC: a new one (default) or an existing one looked up by id."""
+
+    vpc_id: str | None = None  # existing VPC (needs CDK_DEFAULT_ACCOUNT/REGION and a context lookup)
+    cidr: str = "10.40.0.0/16"
+    max_azs: int = 2  # a DB subnet group needs subnets in two AZs, also for Single-AZ databases
+    nat_gateways: int = 0  # NAT costs about $33/month each; the database needs none
+
+    def __post_init__(self) -> None:
+        if self.vpc_id is not None and not re.fullmatch(r"vpc-[0-9a-f]{8}([0-9a-f]{9})?", self.vpc_id):
+            raise SettingsError(f"vpc_id={self.vpc_id!r} is not a VPC id (vpc-0123456789abcdef0)")
+        if self.max_azs < 2:
+            raise SettingsError(f"max_azs={self.max_azs}: RDS subnet groups need at least 2 AZs")
+        if not 0 <= self.nat_gateways <= self.max_azs:
+            raise SettingsError(f"nat_gateways={self.nat_gateways}: must be 0 to max_azs={self.max_azs}")
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """Everything one environment's stack is built from."""
+
+    name: str
+    flavour: Flavour
+    aurora: AuroraCapacity
+    rds: RdsInstance
+    backup_retention_days: int
+    deletion_protection: bool
+    removal: Removal
+    multi_az: bool = False  # RDS Multi-AZ instance / an Aurora reader in a second AZ
+    log_retention_days: int = 30
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    engine_version: str = POSTGRES_VERSION
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9]{1,15}", self.name):
+            raise SettingsError(f"environment name {self.name!r}: lowercase letters and digits, 2-16 chars")
+        if not 1 <= self.backup_retention_days <= 35:
+            raise SettingsError(f"backup_retention_days={self.backup_retention_days}: must be 1 to 35")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise SettingsError(
+                f"log_retention_days={self.log_retention_days}: allowed are {', '.join(map(str, LOG_RETENTION_DAYS))}"
+            )
+        major, _ = parse_version(self.engine_version)
+        if major != POSTGRES_MAJOR_VERSION:
+            raise SettingsError(
+                f"{self.name}: engine_version {self.engine_version} is not PostgreSQL {POSTGRES_MAJOR_VERSION} "
+                "(POSTGRES_VERSION): every environment runs the same major"
+            )
+        if (
+            self.flavour is Flavour.AURORA_SERVERLESS
+            and self.aurora.scales_to_zero
+            and not aurora_supports_scale_to_zero(self.engine_version)
+        ):
+            raise SettingsError(
+                f"{self.name}: Aurora PostgreSQL {self.engine_version} cannot scale to 0 ACU (auto-pause needs "
+                "13.15+, 14.12+, 15.7+, 16.3+ or 17+); raise aurora.min_acu to 0.5 or pick a newer version"
+            )
+
+    @property
+    def stack_name(self) -> str:
+        return f"{PROJECT_NAME}-{self.name}"
+
+    @property
+    def database_name(self) -> str:
+        return f"users_{self.name}"
+
+    @property
+    def username(self) -> str:
+        return DATABASE_USER
+
+    @property
+    def port(self) -> int:
+        return DATABASE_PORT
+
+    @property
+    def identifier(self) -> str:
+        """Physical name of the DB cluster/instance (and so of its log group): pg-schema-deploy-<env>."""
+        return f"pg-schema-deploy-{self.name}"
+
+
+TESTING = EnvironmentSettings(
+    name="testing",
+    flavour=Flavour.AURORA_SERVERLESS,
+    # Pauses after 10 minutes without connections: idle cost is storage only.
+    aurora=AuroraCapacity(min_acu=0, max_acu=2, auto_pause_seconds=600),
+    rds=RdsInstance(instance_class="db.t3.micro", allocated_storage_gib=20),
+    backup_retention_days=1,
+    deletion_protection=False,
+    removal=Removal.DESTROY,
+    multi_az=False,
+    log_retention_days=7,
+)
+
+PRODUCTION = EnvironmentSettings(
+    name="production",
+    flavour=Flavour.AURORA_SERVERLESS,
+    # Never pauses: no resume delay for users; 0.5 ACU is the smallest floor that stays warm.
+    aurora=AuroraCapacity(min_acu=0.5, max_acu=8),
+    rds=RdsInstance(instance_class="db.t3.micro", allocated_storage_gib=20),
+    backup_retention_days=14,
+    deletion_protection=True,
+    removal=Removal.SNAPSHOT,
+    multi_az=False,
+    log_retention_days=90,
+)
+
+ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TESTING, PRODUCTION)}
+
+# Context keys `cdk -c KEY=VALUE` understands; each also works as KEY.<environment>.
+CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class")
+
+
+def _context_value(context: Mapping[str, object], key: str, env: str) -> tuple[str, str] | None:
+    """The (key as given, value) of KEY.<env>, else of KEY, else None."""
+    for candidate in (f"{key}.{env}", key):
+        value = context.get(candidate)
+        if value is not None and value != "":
+            if not isinstance(value, str):
+                raise ContextError(f"context key {candidate!r} must be a string, got {value!r}")
+            return candidate, value
+    return None
+
+
+def _check_context_keys(context: Mapping[str, object], environments: Mapping[str, EnvironmentSettings]) -> None:
+    for key in context:
+        base, dot, env = key.partition(".")
+        if base in CONTEXT_KEYS and dot and env not in environments:
+            raise ContextError(
+                f"context key {key!r} names no environment: allowed are "
+                + ", ".join(f"{base}.{name}" for name in environments)
+            )
+
+
+def apply_context(
+    context: Mapping[str, object],
+    environments: Mapping[str, EnvironmentSettings] = ENVIRONMENTS,
+) -> tuple[EnvironmentSettings, ...]:
+    """Environments with the command line's ``-c`` overrides applied, in declaration order.
+
+    ``context`` maps context keys to values (CDK passes ``-c`` values as strings). Only the keys in
+    CONTEXT_KEYS (and their ``.<environment>`` forms) are read; any other key is left to CDK.
+    """
+    _check_context_keys(context, environments)
+    resolved = []
+    for name, env in environments.items():
+        changes: dict[str, object] = {}
+        database = _context_value(context, "database", name)
+        if database is not None:
+            key, value = database
+            allowed = [flavour.value for flavour in Flavour]
+            if value not in allowed:
+                raise ContextError(f"context key {key!r}={value!r}: allowed values are {', '.join(allowed)}")
+            changes["flavour"] = Flavour(value)
+        vpc = _context_value(context, "vpc_id", name)
+        if vpc is not None:
+            key, value = vpc
+            try:
+                changes["network"] = dataclasses.replace(env.network, vpc_id=value)
+            except SettingsError as error:
+                raise ContextError(f"context key {key!r}: {error}") from None
+        instance_class = _context_value(context, "rds_instance_class", name)
+        if instance_class is not None:
+            key, value = instance_class
+            if value not in RDS_FREE_INSTANCE_CLASSES:
+                raise ContextError(
+                    f"context key {key!r}={value!r}: allowed values are {', '.join(RDS_FREE_INSTANCE_CLASSES)}"
+                )
+            changes["rds"] = dataclasses.replace(env.rds, instance_class=value)
+        resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]
+    return tuple(resolved)
