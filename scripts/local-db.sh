@@ -7,10 +7,11 @@
 #   scripts/local-db.sh uri       print the connection URI
 #   scripts/local-db.sh destroy   stop and delete all local data
 # PostgreSQL refuses to run as root: as root the server runs as the `postgres` OS user
-# (LOCAL_PG_OS_USER to choose another). LOCAL_PG_PORT picks the port at creation (default 54329).
+# (LOCAL_PG_OS_USER to choose another). LOCAL_PG_PORT picks the port at creation (default 54329);
+# LOCAL_PG_DIR moves the state directory (run-migrations.sh --environment local honours it too).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-state="$root/.local/postgres"
+state="${LOCAL_PG_DIR:-$root/.local/postgres}"
 data="$state/data"
 database=testdriven_dev
 
@@ -93,5 +94,5 @@ case "${1:-}" in
     if [ -f "$data/PG_VERSION" ] && running; then echo "🐘 running: $(uri)"; else echo "🐘 not running"; exit 3; fi ;;
   uri) [ -f "$state/port" ] || { echo "local-db: not created yet; run scripts/local-db.sh start" >&2; exit 1; }; uri ;;
   destroy) stop; rm -rf "$state"; echo "🐘 Local PostgreSQL data deleted" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -15,7 +15,6 @@ from database.migrator.errors import MigrationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MIGRATIONS_DIR = PROJECT_ROOT / "database" / "migrations"
-LOCAL_STATE_DIR = PROJECT_ROOT / ".local" / "postgres"
 LOCAL_DATABASE = "testdriven_dev"  # the guide's local database name
 
 
@@ -33,9 +32,14 @@ _LOCAL_CONNECT_TIMEOUT = 10.0
 DEPLOYED_ENVIRONMENTS = ("testing", "production")
 
 
-def local_conninfo(state_dir: Path = LOCAL_STATE_DIR) -> str:
+def local_state_dir() -> Path:
+    """Where scripts/local-db.sh keeps the local server (LOCAL_PG_DIR moves it, for both)."""
+    return Path(os.environ.get("LOCAL_PG_DIR") or PROJECT_ROOT / ".local" / "postgres")
+
+
+def local_conninfo() -> str:
     """URI of the project-local server; its port is chosen when scripts/local-db.sh creates it."""
-    port_file = state_dir / "port"
+    port_file = local_state_dir() / "port"
     if not port_file.is_file():
         raise MigrationError(
             "--environment local: the project-local PostgreSQL has not been created; "

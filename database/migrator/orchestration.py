@@ -149,9 +149,10 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
     with _connection(settings, emit) as connection, postgres.runner_lock(
         connection, settings.lock_wait_seconds, emit
     ):
+        exists = postgres.tracking_table_exists(connection)
+        rows = postgres.applied_rows(connection) if exists else {}
+        status = compute_status(local, rows)  # parses every pending file: a bad one stops us here
         postgres.ensure_tracking_table(connection, emit)
-        rows = postgres.applied_rows(connection)
-        status = compute_status(local, rows)
         result = ApplyResult(status)
         emit(Planned(status))
         _check_drift(status, settings.accept_drift)

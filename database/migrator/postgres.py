@@ -14,7 +14,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from .errors import ConnectionFailedError, LockTimeoutError, MigrationError, MigrationFailedError
-from .events import Connected, ConnectRetry, Connecting, EventSink, TrackingTableReady, WaitingForLock
+from .events import Connected, Connecting, ConnectRetry, EventSink, TrackingTableReady, WaitingForLock
 from .parsing import ParsedMigration
 from .redaction import password_of, redact_conninfo, scrub
 
@@ -168,14 +168,7 @@ def ensure_tracking_table(connection: psycopg.Connection[tuple[object, ...]], em
         connection.execute(f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} (version text PRIMARY KEY, {columns})")
         emit(TrackingTableReady("created"))
         return
-    present = {
-        row[0]
-        for row in connection.execute(
-            """SELECT attname FROM pg_attribute
-                WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped""",
-            (TRACKING_TABLE,),
-        )
-    }
+    present = _tracking_columns(connection)
     if "version" not in present:
         raise MigrationError(f"table {TRACKING_TABLE} exists but has no 'version' column: not a migration table")
     missing = [f"ADD COLUMN {name} {kind}" for name, kind in _COLUMNS.items() if name not in present]
@@ -204,11 +197,25 @@ def ensure_tracking_table(connection: psycopg.Connection[tuple[object, ...]], em
 
 
 def applied_rows(connection: psycopg.Connection[tuple[object, ...]]) -> dict[str, AppliedRow]:
+    """Read the tracking table, also in the old runner's shape (columns it lacks read as NULL)."""
+    present = _tracking_columns(connection)
+    wanted = ("checksum", "file_digest", "applied_at::timestamptz", "execution_ms", "applied_by")
+    select = ", ".join(column if column.split("::")[0] in present else "NULL" for column in wanted)
     rows = connection.execute(
-        f"""SELECT version::text, checksum, file_digest, applied_at::timestamptz, execution_ms, applied_by
-              FROM {TRACKING_TABLE} WHERE version IS NOT NULL"""
+        f"SELECT version::text, {select} FROM {TRACKING_TABLE} WHERE version IS NOT NULL"
     ).fetchall()
     return {str(row[0]): AppliedRow(*row) for row in rows}  # type: ignore[arg-type]
+
+
+def _tracking_columns(connection: psycopg.Connection[tuple[object, ...]]) -> set[str]:
+    return {
+        str(row[0])
+        for row in connection.execute(
+            """SELECT attname FROM pg_attribute
+                WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped""",
+            (TRACKING_TABLE,),
+        )
+    }
 
 
 def record_checksum(

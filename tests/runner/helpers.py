@@ -1,0 +1,51 @@
+"""Small helpers shared by the runner tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from database.migrator.events import Event
+from database.migrator.orchestration import ApplyResult, RunnerSettings, Status, apply, read_status
+from database.migrator.postgres import ConnectSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RUN_MIGRATIONS = PROJECT_ROOT / "scripts" / "run-migrations.sh"
+GUIDE_MIGRATIONS = PROJECT_ROOT / "database" / "migrations"
+
+
+def write_migrations(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, sql in files.items():
+        (directory / name).write_text(sql, encoding="utf-8")
+    return directory
+
+
+def settings_for(uri: str, directory: Path, **overrides: object) -> RunnerSettings:
+    connect = ConnectSettings(conninfo=uri, total_timeout_seconds=float(overrides.pop("connect_timeout", 5.0)))
+    return RunnerSettings(migrations_dir=directory, connect=connect, applied_by="pytest", **overrides)  # type: ignore[arg-type]
+
+
+def apply_dir(uri: str, directory: Path, events: list[Event] | None = None, **overrides: object) -> ApplyResult:
+    sink = events.append if events is not None else (lambda _event: None)
+    return apply(settings_for(uri, directory, **overrides), sink)
+
+
+def status_of(uri: str, directory: Path) -> Status:
+    return read_status(settings_for(uri, directory), lambda _event: None)
+
+
+def run_cli(*arguments: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run scripts/run-migrations.sh as a user would, outside the test's cwd."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    environment.pop("DATABASE_URL", None)
+    environment.update(env or {})
+    return subprocess.run(
+        [str(RUN_MIGRATIONS), *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        cwd="/",
+    )
