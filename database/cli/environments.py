@@ -13,6 +13,12 @@ from pathlib import Path
 
 from database.migrator.errors import MigrationError
 
+
+class UsageError(MigrationError):
+    """The command line asks for something that cannot be: wrong flag combination or value."""
+
+    exit_code = 2
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MIGRATIONS_DIR = PROJECT_ROOT / "database" / "migrations"
 LOCAL_DATABASE = "testdriven_dev"  # the guide's local database name
@@ -41,7 +47,7 @@ def local_conninfo() -> str:
     """URI of the project-local server; its port is chosen when scripts/local-db.sh creates it."""
     port_file = local_state_dir() / "port"
     if not port_file.is_file():
-        raise MigrationError(
+        raise UsageError(
             "--environment local: the project-local PostgreSQL has not been created; "
             "start it with scripts/local-db.sh start"
         )
@@ -52,7 +58,7 @@ def local_conninfo() -> str:
 def resolve_target(environment: str | None, db_uri: str | None) -> Target:
     """Pick the database: --db-uri, else --environment, else DATABASE_URL, else libpq's PG* variables."""
     if db_uri and environment:
-        raise MigrationError("use either --db-uri or --environment, not both")
+        raise UsageError("use either --db-uri or --environment, not both")
     if db_uri:
         return Target(db_uri, _REMOTE_CONNECT_TIMEOUT)
     if environment == "local":
@@ -61,14 +67,14 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
         url = os.environ.get("DATABASE_URL")
         if url:
             return Target(url, _REMOTE_CONNECT_TIMEOUT)
-        raise MigrationError(
+        raise UsageError(
             f"--environment {environment}: the deployed database is migrated by `cdk deploy`; to reach it "
             "from here pass --db-uri (or set DATABASE_URL) with a URI built from the stack outputs and "
             "the secret they name"
         )
     if environment is not None:
         known = ", ".join(("local", *DEPLOYED_ENVIRONMENTS))
-        raise MigrationError(f"--environment {environment!r} is not known (known: {known})")
+        raise UsageError(f"--environment {environment!r} is not known (known: {known})")
     url = os.environ.get("DATABASE_URL")
     if url:
         return Target(url, _REMOTE_CONNECT_TIMEOUT)

@@ -1,0 +1,115 @@
+"""Connecting: retries while the server is not there yet (an Aurora cluster resuming from
+auto-pause looks like this), no retries for failures that waiting cannot fix."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from database.migrator.errors import ConnectionFailedError
+from database.migrator.events import Connected, ConnectRetry, Event
+from database.migrator.redaction import password_of, redact_conninfo, scrub
+
+from .helpers import apply_dir, write_migrations
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class DelayedProxy:
+    """Starts listening on `port` only after `delay` seconds, then forwards to the real server."""
+
+    def __init__(self, port: int, target: tuple[str, int], delay: float) -> None:
+        self.port, self.target, self.delay = port, target, delay
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        time.sleep(self.delay)
+        with socket.create_server(("127.0.0.1", self.port)) as server:
+            server.settimeout(0.2)
+            while not self.stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self.target)
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_retries_until_the_server_appears(database_uri: str, tmp_path: Path) -> None:
+    parts = urlsplit(database_uri)
+    port = free_port()
+    proxy = DelayedProxy(port, (parts.hostname or "", parts.port or 5432), delay=1.5)
+    delayed_uri = database_uri.replace(f":{parts.port}/", f":{port}/")
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
+    events: list[Event] = []
+    try:
+        result = apply_dir(delayed_uri, directory, events, connect_timeout=20.0)
+    finally:
+        proxy.stop.set()
+    retries = [e for e in events if isinstance(e, ConnectRetry)]
+    assert retries and all("refused" in e.reason.lower() for e in retries)
+    assert [e.attempt for e in retries] == list(range(1, len(retries) + 1))
+    assert any(isinstance(e, Connected) for e in events)
+    assert [a.version for a in result.applied] == ["001_a"]
+
+
+def test_gives_up_after_the_total_timeout(tmp_path: Path) -> None:
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;"})
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailedError, match=r"could not connect after \d+ attempts"):
+        apply_dir(f"postgresql://nobody@127.0.0.1:{free_port()}/db", directory, connect_timeout=1.5)
+    assert time.monotonic() - started < 6
+
+
+def test_failures_waiting_cannot_fix_are_not_retried(database_uri: str, tmp_path: Path) -> None:
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;"})
+    missing_database = database_uri.rsplit("/", 1)[0] + "/no_such_database"
+    events: list[Event] = []
+    with pytest.raises(ConnectionFailedError, match='database "no_such_database" does not exist'):
+        apply_dir(missing_database, directory, events, connect_timeout=30.0)
+    assert not any(isinstance(e, ConnectRetry) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "redacted", "password"),
+    [
+        ("postgresql://webapp:p%40ss@db.example:5432/users", "postgresql://webapp:***@db.example:5432/users", "p@ss"),
+        ("postgres://u:secret@h/d?sslmode=require", "postgres://u:***@h/d?sslmode=require", "secret"),
+        ("postgresql://u@h/d?password=secret&sslmode=verify-full", "postgresql://u@h/d?password=***&sslmode=verify-full",
+         "secret"),
+        ("host=h user=u password=secret dbname=d", "host=h user=u password=*** dbname=d", "secret"),
+        ("host=h password='se cret' dbname=d", "host=h password=*** dbname=d", "se cret"),
+        ("postgresql://u@h/d", "postgresql://u@h/d", None),
+    ],
+)
+def test_redaction(conninfo: str, redacted: str, password: str | None) -> None:
+    assert redact_conninfo(conninfo) == redacted
+    assert password_of(conninfo) == password
+    if password is not None:
+        assert scrub(f"server said: {password}!", password) == "server said: ***!"
