@@ -172,6 +172,7 @@ class EnvironmentSettings:
     multi_az: bool = False  # RDS Multi-AZ instance / an Aurora reader in a second AZ
     log_retention_days: int = 30
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    # Leave at POSTGRES_VERSION; a different value is for trying an upgrade in one environment first.
     engine_version: str = POSTGRES_VERSION
 
     def __post_init__(self) -> None:
@@ -183,12 +184,7 @@ class EnvironmentSettings:
             raise SettingsError(
                 f"log_retention_days={self.log_retention_days}: allowed are {', '.join(map(str, LOG_RETENTION_DAYS))}"
             )
-        major, _ = parse_version(self.engine_version)
-        if major != POSTGRES_MAJOR_VERSION:
-            raise SettingsError(
-                f"{self.name}: engine_version {self.engine_version} is not PostgreSQL {POSTGRES_MAJOR_VERSION} "
-                "(POSTGRES_VERSION): every environment runs the same major"
-            )
+        parse_version(self.engine_version)
         if (
             self.flavour is Flavour.AURORA_SERVERLESS
             and self.aurora.scales_to_zero
@@ -198,6 +194,11 @@ class EnvironmentSettings:
                 f"{self.name}: Aurora PostgreSQL {self.engine_version} cannot scale to 0 ACU (auto-pause needs "
                 "13.15+, 14.12+, 15.7+, 16.3+ or 17+); raise aurora.min_acu to 0.5 or pick a newer version"
             )
+
+    @property
+    def major_version(self) -> int:
+        """PostgreSQL major of this environment (POSTGRES_MAJOR_VERSION unless engine_version is changed)."""
+        return parse_version(self.engine_version)[0]
 
     @property
     def stack_name(self) -> str:

@@ -12,7 +12,7 @@ from stacks.common import companion_removal_policy, log_retention, removal_polic
 from stacks.database.base import PostgresDatabase, acknowledge_common_findings
 from stacks.database.parameters import POSTGRES_PARAMETERS
 from stacks.database.security import DatabaseSecurityGroups
-from stacks.settings import POSTGRES_MAJOR_VERSION, EnvironmentSettings, Flavour
+from stacks.settings import EnvironmentSettings, Flavour
 
 
 class AuroraServerlessDatabase(PostgresDatabase):
@@ -33,7 +33,7 @@ class AuroraServerlessDatabase(PostgresDatabase):
         super().__init__(scope, construct_id, settings=settings, vpc=vpc, subnets=subnets, security=security)
         capacity = settings.aurora
         engine = rds.DatabaseClusterEngine.aurora_postgres(
-            version=rds.AuroraPostgresEngineVersion.of(settings.engine_version, str(POSTGRES_MAJOR_VERSION))
+            version=rds.AuroraPostgresEngineVersion.of(settings.engine_version, str(settings.major_version))
         )
         parameters = rds.ParameterGroup(
             self,

@@ -13,7 +13,7 @@ from stacks.compliance import acknowledge
 from stacks.database.base import PostgresDatabase, acknowledge_common_findings
 from stacks.database.parameters import POSTGRES_PARAMETERS
 from stacks.database.security import DatabaseSecurityGroups
-from stacks.settings import POSTGRES_MAJOR_VERSION, EnvironmentSettings, Flavour, Removal
+from stacks.settings import EnvironmentSettings, Flavour, Removal
 
 LOG_EXPORTS = ("postgresql", "upgrade")
 
@@ -35,7 +35,7 @@ class RdsFreeDatabase(PostgresDatabase):
             raise ValueError(f"{settings.name} is configured for {settings.flavour}, not rds-free")
         super().__init__(scope, construct_id, settings=settings, vpc=vpc, subnets=subnets, security=security)
         engine = rds.DatabaseInstanceEngine.postgres(
-            version=rds.PostgresEngineVersion.of(settings.engine_version, str(POSTGRES_MAJOR_VERSION))
+            version=rds.PostgresEngineVersion.of(settings.engine_version, str(settings.major_version))
         )
         parameters = rds.ParameterGroup(
             self,

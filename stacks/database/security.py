@@ -11,8 +11,10 @@ class DatabaseSecurityGroups(Construct):
 
     ``database_security_group`` is attached to the database; it has one ingress rule (the port,
     from the clients group) and no egress. ``clients_security_group`` is exported by the stack:
-    an ECS service or the migration function joins it to reach the database, and its only egress
-    rule is the database port towards the database group.
+    an ECS service or the migration function joins it to reach the database. Membership is the
+    credential; the group keeps the default all-outbound egress because security-group rules are a
+    union (a member's other groups decide its egress anyway) and because CloudFormation keeps the
+    implicit allow-all egress of a group whose only egress rule is a separate resource.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, port: int, environment: str) -> None:
@@ -23,7 +25,7 @@ class DatabaseSecurityGroups(Construct):
             "Clients",
             vpc=vpc,
             description=f"pg-schema-deploy {environment}: members may connect to PostgreSQL on port {port}",
-            allow_all_outbound=False,
+            allow_all_outbound=True,
         )
         self.database_security_group = ec2.SecurityGroup(
             self,
@@ -34,7 +36,4 @@ class DatabaseSecurityGroups(Construct):
         )
         self.database_security_group.add_ingress_rule(
             self.clients_security_group, self.port, "PostgreSQL from the database clients group"
-        )
-        self.clients_security_group.add_egress_rule(
-            self.database_security_group, self.port, "PostgreSQL to the database"
         )

@@ -1,0 +1,175 @@
+"""The settings module on its own: pure Python, validated, overridable from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from stacks import settings
+from stacks.settings import (
+    ENVIRONMENTS,
+    POSTGRES_MAJOR_VERSION,
+    POSTGRES_VERSION,
+    AuroraCapacity,
+    ContextError,
+    Flavour,
+    NetworkSettings,
+    RdsInstance,
+    Removal,
+    SettingsError,
+    apply_context,
+    aurora_supports_scale_to_zero,
+)
+
+from .conftest import ROOT
+
+
+def test_settings_import_does_not_load_aws_cdk() -> None:
+    """The migration runner imports stacks.settings for the version: it must stay cheap."""
+    code = (
+        "import sys; import stacks.settings as s; "
+        "assert not [m for m in sys.modules if m.startswith(('aws_cdk', 'jsii', 'constructs', 'cdk_nag'))], "
+        "sorted(sys.modules); print(s.POSTGRES_MAJOR_VERSION)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(POSTGRES_MAJOR_VERSION)
+
+
+def test_one_engine_version_for_everything() -> None:
+    assert POSTGRES_VERSION == "17.9"
+    assert POSTGRES_MAJOR_VERSION == 17
+    assert {env.engine_version for env in ENVIRONMENTS.values()} == {POSTGRES_VERSION}
+
+
+def test_environments_and_their_differences() -> None:
+    assert list(ENVIRONMENTS) == ["testing", "production"]
+    testing, production = ENVIRONMENTS["testing"], ENVIRONMENTS["production"]
+    assert testing.stack_name == "PgSchemaDeploy-testing"
+    assert production.stack_name == "PgSchemaDeploy-production"
+    assert (testing.database_name, testing.username) == ("users_testing", "webapp")
+    assert production.database_name == "users_production"
+    assert testing.aurora.scales_to_zero and not production.aurora.scales_to_zero
+    assert production.aurora.min_acu >= 0.5
+    assert not testing.deletion_protection and production.deletion_protection
+    assert testing.removal is Removal.DESTROY and production.removal is Removal.SNAPSHOT
+    assert production.backup_retention_days > testing.backup_retention_days
+    for env in (testing, production):
+        assert env.network.vpc_id is None and env.network.nat_gateways == 0
+        assert env.rds.instance_class == "db.t3.micro" and env.rds.allocated_storage_gib == 20
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        ("13.14", False),
+        ("13.15", True),
+        ("14.11", False),
+        ("14.12", True),
+        ("15.6", False),
+        ("15.7", True),
+        ("16.2", False),
+        ("16.3", True),
+        ("17.1", True),
+        ("17.9", True),
+        ("18.3", True),
+        ("12.22", False),
+    ],
+)
+def test_aurora_scale_to_zero_versions(version: str, supported: bool) -> None:
+    assert aurora_supports_scale_to_zero(version) is supported
+
+
+def test_zero_acu_on_an_old_engine_version_is_refused() -> None:
+    """The guard aws-cdk-lib does not do for min capacity 0: a clear error naming the version."""
+    testing = ENVIRONMENTS["testing"]
+    with pytest.raises(SettingsError, match=r"Aurora PostgreSQL 16\.2 cannot scale to 0 ACU"):
+        dataclasses.replace(testing, engine_version="16.2")
+    # The same version is fine with a 0.5 ACU floor, and for the RDS flavour.
+    dataclasses.replace(testing, engine_version="16.2", aurora=AuroraCapacity(min_acu=0.5, max_acu=2))
+    dataclasses.replace(testing, engine_version="16.2", flavour=Flavour.RDS_FREE)
+
+
+def test_engine_version_format_and_major() -> None:
+    assert dataclasses.replace(ENVIRONMENTS["production"], engine_version="18.3").major_version == 18
+    assert ENVIRONMENTS["testing"].major_version == POSTGRES_MAJOR_VERSION
+    with pytest.raises(SettingsError, match=r"MAJOR\.MINOR"):
+        dataclasses.replace(ENVIRONMENTS["production"], engine_version="17")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_acu": 0, "max_acu": 2}, "needs auto_pause_seconds"),
+        ({"min_acu": 0, "max_acu": 2, "auto_pause_seconds": 299}, "300 to 86400"),
+        ({"min_acu": 0, "max_acu": 2, "auto_pause_seconds": 86_401}, "300 to 86400"),
+        ({"min_acu": 0.5, "max_acu": 2, "auto_pause_seconds": 600}, "only applies with min_acu=0"),
+        ({"min_acu": 0.25, "max_acu": 2}, "steps of 0.5"),
+        ({"min_acu": 4, "max_acu": 2}, "at least min_acu"),
+        ({"min_acu": 0.5, "max_acu": 300}, "0 to 256"),
+    ],
+)
+def test_aurora_capacity_validation(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        AuroraCapacity(**kwargs)  # type: ignore[arg-type]
+
+
+def test_rds_and_network_validation() -> None:
+    assert RdsInstance("db.t4g.micro").cdk_instance_type == "t4g.micro"
+    with pytest.raises(SettingsError, match=r"db\.t3\.micro, db\.t4g\.micro"):
+        RdsInstance("db.m5.large")
+    with pytest.raises(SettingsError, match="20 to 6144"):
+        RdsInstance(allocated_storage_gib=10)
+    with pytest.raises(SettingsError, match="not a VPC id"):
+        NetworkSettings(vpc_id="subnet-123")
+    with pytest.raises(SettingsError, match="at least 2 AZs"):
+        NetworkSettings(max_azs=1)
+    with pytest.raises(SettingsError, match="log_retention_days=10"):
+        dataclasses.replace(ENVIRONMENTS["testing"], log_retention_days=10)
+
+
+def test_no_context_changes_nothing() -> None:
+    assert apply_context({}) == tuple(ENVIRONMENTS.values())
+    # Keys that are not ours (CDK feature flags) are ignored.
+    assert apply_context({"@aws-cdk/core:checkSecretUsage": True}) == tuple(ENVIRONMENTS.values())
+
+
+def test_database_override_for_all_and_per_environment() -> None:
+    testing, production = apply_context({"database": "rds-free"})
+    assert testing.flavour is production.flavour is Flavour.RDS_FREE
+    testing, production = apply_context({"database": "rds-free", "database.production": "aurora-serverless"})
+    assert testing.flavour is Flavour.RDS_FREE
+    assert production.flavour is Flavour.AURORA_SERVERLESS
+
+
+def test_vpc_and_instance_class_overrides() -> None:
+    testing, production = apply_context(
+        {"vpc_id.testing": "vpc-0123456789abcdef0", "rds_instance_class": "db.t4g.micro"}
+    )
+    assert testing.network.vpc_id == "vpc-0123456789abcdef0"
+    assert production.network.vpc_id is None
+    assert testing.rds.instance_class == production.rds.instance_class == "db.t4g.micro"
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"database": "mysql"}, r"context key 'database'='mysql': allowed values are aurora-serverless, rds-free"),
+        ({"database.testing": "aurora"}, r"'database.testing'='aurora': allowed values are aurora-serverless"),
+        ({"database.staging": "rds-free"}, r"'database.staging' names no environment: allowed are database.testing"),
+        ({"vpc_id": "my-vpc"}, r"context key 'vpc_id': vpc_id='my-vpc' is not a VPC id"),
+        ({"rds_instance_class": "db.t3.small"}, r"'rds_instance_class'='db.t3.small': allowed values are db.t3.micro"),
+        ({"database": 3}, r"context key 'database' must be a string"),
+    ],
+)
+def test_bad_context_values_name_the_key_and_the_allowed_values(context: dict[str, object], message: str) -> None:
+    with pytest.raises(ContextError, match=message):
+        apply_context(context)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.TESTING.name = "staging"  # type: ignore[misc]
