@@ -21,7 +21,7 @@ _NON_TRANSACTIONAL = re.compile(
     r"""^(?:
         (?:create|drop)\s+(?:unique\s+)?index\s+concurrently
       | reindex\b(?:\s+\([^)]*\))?\s+(?:\w+\s+)?concurrently
-      | reindex\s+(?:\([^)]*\)\s+)?(?:system|database)\b
+      | reindex\s+(?:\([^)]*\)\s+)?(?:system|database|schema)\b
       | vacuum\b
       | (?:create|drop)\s+database\b
       | (?:create|drop)\s+tablespace\b
@@ -42,6 +42,7 @@ _TOKEN = re.compile(
     | (?P<line_comment>--[^\n]*)
     | (?P<block_comment>/\*)
     | (?P<estring>[eE]'(?:[^'\\]|\\.|'')*')
+    | (?P<unterminated_estring>[eE]')
     | (?P<string>'(?:[^']|'')*')
     | (?P<ident>[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)
     | (?P<quoted_ident>"(?:[^"]|"")*")
@@ -91,46 +92,72 @@ def read_migration(path: Path) -> tuple[bytes, str]:
 
 def parse_migration(path: Path, text: str) -> ParsedMigration:
     """Split `text` (the contents of `path`) into statements and decide how it must run."""
-    statements, normalized, header_ends_at = _split(path, text)
+    statements, normalized, header_ends_at, markers = _split(path, text)
     if not statements:
         raise InvalidMigrationError(f"{path}: contains no SQL statements (empty or only comments)")
-    in_transaction = not _has_no_transaction_marker(path, text, header_ends_at)
+    in_transaction = not _has_no_transaction_marker(path, markers, header_ends_at)
     for statement in statements:
         _check_statement(path, statement, in_transaction)
     checksum = hashlib.sha256(normalized.encode("utf-8")).hexdigest()
     return ParsedMigration(tuple(statements), in_transaction, checksum)
 
 
-def _split(path: Path, text: str) -> tuple[list[Statement], str, int]:
-    """Return the statements, the checksum text (comments dropped, whitespace folded) and the
-    offset where the first statement starts (the end of the header comments)."""
+def has_statements(path: Path, text: str) -> bool:
+    """Whether `text` holds anything but whitespace, comments and empty statements; cheap: it
+    stops at the first SQL token (used to reject empty files before any database work)."""
+    lines = _LineCounter(text)
+    position = 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        assert match is not None
+        kind = match.lastgroup
+        if kind == "block_comment":
+            position = _skip_block_comment(path, text, position, lines)
+        elif kind in ("ws", "line_comment", "semicolon"):
+            position = match.end()
+        else:
+            return True
+    return False
+
+
+def _split(path: Path, text: str) -> tuple[list[Statement], str, int, list[tuple[int, int]]]:
+    """Return the statements, the checksum text (comments dropped, whitespace folded, CRLF read
+    as LF), the offset where the first statement starts (the end of the header comments) and
+    the (offset, line) of every no-transaction marker comment line."""
     statements: list[Statement] = []
     normalized: list[str] = []
+    markers: list[tuple[int, int]] = []
+    lines = _LineCounter(text)
     start: int | None = None
     first_statement_at = len(text)
     paren_depth = 0
     begin_depth = 0
-    identifiers = 0
+    head = ""  # psql's view of the statement's first words: "corf" for CREATE OR REPLACE FUNCTION
     position = 0
     length = len(text)
     while position < length:
         match = _TOKEN.match(text, position)
         assert match is not None  # the last alternative matches any character
         kind = match.lastgroup
-        if kind == "unterminated":
-            raise InvalidMigrationError(f"{path}:{_line_at(text, position)}: unterminated quoted string")
+        if kind == "unterminated" or kind == "unterminated_estring":
+            raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated quoted string")
         end = match.end()
-        if kind == "ws" or kind == "line_comment":
+        if kind == "ws":
+            position = end
+            continue
+        if kind == "line_comment":
+            if match.group().rstrip().lower() == NO_TRANSACTION_MARKER and _starts_line(text, position):
+                markers.append((position, lines.at(position)))
             position = end
             continue
         if kind == "block_comment":
-            position = _skip_block_comment(path, text, position)
+            position = _skip_block_comment(path, text, position, lines)
             continue
         if kind == "dollar":
             tag = match.group()
             close = text.find(tag, end)
             if close < 0:
-                raise InvalidMigrationError(f"{path}:{_line_at(text, position)}: unterminated {tag} quote")
+                raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated {tag} quote")
             end = close + len(tag)
         if start is None:
             if kind == "semicolon":  # an empty statement: nothing to run
@@ -138,38 +165,69 @@ def _split(path: Path, text: str) -> tuple[list[Statement], str, int]:
                 continue
             start = position
             first_statement_at = min(first_statement_at, position)
-            paren_depth = begin_depth = identifiers = 0
+            paren_depth = begin_depth = 0
+            head = ""
         token = text[position:end]
         if kind == "ident":
-            identifiers += 1
+            # psql's rule: BEGIN ... END (and CASE ... END inside it) only group semicolons in
+            # the body of CREATE [OR REPLACE] FUNCTION/PROCEDURE, outside parentheses; a column
+            # called "begin" elsewhere must not swallow the rest of the file.
             word = token.lower()
-            if word in ("begin", "case"):
-                if identifiers > 1:
+            if len(head) < 4:
+                head += word[0] if word in _ROUTINE_WORDS else "-"
+            if paren_depth == 0 and head.startswith(("cf", "cp", "corf", "corp")):
+                if word == "begin" or (word == "case" and begin_depth > 0):
                     begin_depth += 1
-            elif word == "end" and begin_depth > 0:
-                begin_depth -= 1
+                elif word == "end" and begin_depth > 0:
+                    begin_depth -= 1
         elif kind == "open":
             paren_depth += 1
         elif kind == "close" and paren_depth > 0:
             paren_depth -= 1
         elif kind == "semicolon" and paren_depth == 0 and begin_depth == 0:
-            statements.append(Statement(text[start:position].rstrip(), _line_at(text, start)))
+            statements.append(Statement(text[start:position].rstrip(), lines.at(start)))
             normalized.append(";\n")
             start = None
             position = end
             continue
         if normalized and normalized[-1] not in (";\n", "(") and kind not in ("close", "semicolon"):
             normalized.append(" ")
-        normalized.append(token)
+        normalized.append(token.replace("\r\n", "\n"))
         position = end
     if start is not None:
         tail = text[start:].rstrip()
-        statements.append(Statement(tail, _line_at(text, start)))
+        statements.append(Statement(tail, lines.at(start)))
         normalized.append(";\n")
-    return statements, "".join(normalized), first_statement_at
+    return statements, "".join(normalized), first_statement_at, markers
 
 
-def _skip_block_comment(path: Path, text: str, position: int) -> int:
+_ROUTINE_WORDS = frozenset({"create", "or", "replace", "function", "procedure"})
+
+
+class _LineCounter:
+    """1-based line numbers for increasing offsets, counting each newline once (not from 0 per
+    call, which made files with thousands of statements quadratic)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._offset = 0
+        self._line = 1
+
+    def at(self, offset: int) -> int:
+        if offset < self._offset:  # not expected; stay correct anyway
+            return self._text.count("\n", 0, offset) + 1
+        self._line += self._text.count("\n", self._offset, offset)
+        self._offset = offset
+        return self._line
+
+
+def _starts_line(text: str, offset: int) -> bool:
+    """True when only spaces or tabs precede `offset` on its line."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return not text[line_start:offset].strip()
+
+
+def _skip_block_comment(path: Path, text: str, position: int, lines: _LineCounter) -> int:
     """Return the offset after the (possibly nested) block comment starting at `position`."""
     depth = 0
     index = position
@@ -177,7 +235,7 @@ def _skip_block_comment(path: Path, text: str, position: int) -> int:
         next_open = text.find("/*", index)
         next_close = text.find("*/", index)
         if next_close < 0:
-            raise InvalidMigrationError(f"{path}:{_line_at(text, position)}: unterminated /* comment")
+            raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated /* comment")
         if 0 <= next_open < next_close:
             depth += 1
             index = next_open + 2
@@ -188,19 +246,15 @@ def _skip_block_comment(path: Path, text: str, position: int) -> int:
             return index
 
 
-def _has_no_transaction_marker(path: Path, text: str, header_ends_at: int) -> bool:
-    """The opt-out marker counts only in the header comments, where a reader sees it first."""
-    found = False
-    offset = 0
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        if line.strip().lower() == NO_TRANSACTION_MARKER:
-            if offset >= header_ends_at:
-                raise InvalidMigrationError(
-                    f"{path}:{number}: '{NO_TRANSACTION_MARKER}' must come before the first statement"
-                )
-            found = True
-        offset += len(line)
-    return found
+def _has_no_transaction_marker(path: Path, markers: list[tuple[int, int]], header_ends_at: int) -> bool:
+    """The opt-out marker counts only in the header comments, where a reader sees it first. Only
+    a real comment line counts: the same text inside a string or function body is just data."""
+    for offset, line in markers:
+        if offset >= header_ends_at:
+            raise InvalidMigrationError(
+                f"{path}:{line}: '{NO_TRANSACTION_MARKER}' must come before the first statement"
+            )
+    return bool(markers)
 
 
 def _check_statement(path: Path, statement: Statement, in_transaction: bool) -> None:
@@ -220,7 +274,3 @@ def _check_statement(path: Path, statement: Statement, in_transaction: bool) -> 
             "run one by one without a transaction, so write them to be safe to re-run, e.g. "
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS)."
         )
-
-
-def _line_at(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
