@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidMigrationError
+from .parsing import has_statements, read_migration
 
 # NNN_description.sql: any number of digits (001, 0001, 20261125093000), then a description.
 _NAME = re.compile(r"^(?P<number>[0-9]+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_.-]*)\.sql$")
@@ -24,9 +25,14 @@ class MigrationFile:
 def discover(directory: Path) -> list[MigrationFile]:
     """Return the directory's migrations ordered by numeric prefix.
 
-    Every `*.sql` file must be a well-named migration and numbers must be unique; other files
-    (a README, say) are ignored. Nothing about a bad directory is guessed at: it is an error.
+    Every `*.sql` file must be a well-named migration, valid UTF-8 and hold at least one
+    statement, and numbers must be unique; other files (a README, say) and dotfiles are ignored.
+    Nothing about a bad directory is guessed at: every problem is reported in one error.
     """
+    return _scan(directory, check_contents=True)
+
+
+def _scan(directory: Path, *, check_contents: bool) -> list[MigrationFile]:
     if not directory.is_dir():
         raise InvalidMigrationError(f"{directory}: migrations directory not found")
     by_number: dict[int, MigrationFile] = {}
@@ -45,6 +51,10 @@ def discover(directory: Path) -> list[MigrationFile]:
         if not path.is_file():
             problems.append(f"{path}: not a regular file")
             continue
+        if check_contents:
+            problem = _content_problem(path)
+            if problem is not None:
+                problems.append(problem)
         migration = MigrationFile(int(match["number"]), name[: -len(".sql")], path)
         clash = by_number.get(migration.number)
         if clash is not None:
@@ -56,6 +66,17 @@ def discover(directory: Path) -> list[MigrationFile]:
     return [by_number[number] for number in sorted(by_number)]
 
 
+def _content_problem(path: Path) -> str | None:
+    """What makes the file unusable as a migration whatever the database holds, if anything."""
+    try:
+        _raw, text = read_migration(path)
+        if not has_statements(path, text):
+            return f"{path}: contains no SQL statements (empty or only comments)"
+    except InvalidMigrationError as error:
+        return str(error)
+    return None
+
+
 def next_migration_path(directory: Path, description: str, timestamp: str) -> Path:
     """Path for a new migration after the existing ones.
 
@@ -65,7 +86,8 @@ def next_migration_path(directory: Path, description: str, timestamp: str) -> Pa
     slug = re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
     if not slug:
         raise InvalidMigrationError(f"migration description {description!r} has no letters or digits")
-    existing = discover(directory)
+    # Names only: the newest migration may still be the unfinished, comment-only file `new` wrote.
+    existing = _scan(directory, check_contents=False)
     widths = [len(m.version.split("_", 1)[0]) for m in existing]
     if widths and max(widths) >= 12:
         prefix = timestamp
