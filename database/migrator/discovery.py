@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidMigrationError
-from .parsing import has_statements, read_migration
 
 # NNN_description.sql: any number of digits (001, 0001, 20261125093000), then a description.
 _NAME = re.compile(r"^(?P<number>[0-9]+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_.-]*)\.sql$")
@@ -23,16 +22,20 @@ class MigrationFile:
 
 
 def discover(directory: Path) -> list[MigrationFile]:
-    """Return the directory's migrations ordered by numeric prefix.
+    """Return the directory's migrations ordered by numeric prefix, or raise naming every bad
+    name and duplicate number. Contents are checked by the caller that reads them."""
+    migrations, problems = scan(directory)
+    if problems:
+        raise InvalidMigrationError("\n".join(problems))
+    return migrations
 
-    Every `*.sql` file must be a well-named migration, valid UTF-8 and hold at least one
-    statement, and numbers must be unique; other files (a README, say) and dotfiles are ignored.
-    Nothing about a bad directory is guessed at: every problem is reported in one error.
+
+def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
+    """The well-named migrations ordered by numeric prefix, and a line per problem found.
+
+    Every `*.sql` file must be a well-named migration and numbers must be unique; other files
+    (a README, say) and dotfiles are ignored. Nothing about a bad directory is guessed at.
     """
-    return _scan(directory, check_contents=True)
-
-
-def _scan(directory: Path, *, check_contents: bool) -> list[MigrationFile]:
     if not directory.is_dir():
         raise InvalidMigrationError(f"{directory}: migrations directory not found")
     by_number: dict[int, MigrationFile] = {}
@@ -51,30 +54,13 @@ def _scan(directory: Path, *, check_contents: bool) -> list[MigrationFile]:
         if not path.is_file():
             problems.append(f"{path}: not a regular file")
             continue
-        if check_contents:
-            problem = _content_problem(path)
-            if problem is not None:
-                problems.append(problem)
         migration = MigrationFile(int(match["number"]), name[: -len(".sql")], path)
         clash = by_number.get(migration.number)
         if clash is not None:
             problems.append(f"{path}: duplicate migration number {migration.number} (also {clash.path.name})")
             continue
         by_number[migration.number] = migration
-    if problems:
-        raise InvalidMigrationError("\n".join(problems))
-    return [by_number[number] for number in sorted(by_number)]
-
-
-def _content_problem(path: Path) -> str | None:
-    """What makes the file unusable as a migration whatever the database holds, if anything."""
-    try:
-        _raw, text = read_migration(path)
-        if not has_statements(path, text):
-            return f"{path}: contains no SQL statements (empty or only comments)"
-    except InvalidMigrationError as error:
-        return str(error)
-    return None
+    return [by_number[number] for number in sorted(by_number)], problems
 
 
 def next_migration_path(directory: Path, description: str, timestamp: str) -> Path:
@@ -87,7 +73,7 @@ def next_migration_path(directory: Path, description: str, timestamp: str) -> Pa
     if not slug:
         raise InvalidMigrationError(f"migration description {description!r} has no letters or digits")
     # Names only: the newest migration may still be the unfinished, comment-only file `new` wrote.
-    existing = _scan(directory, check_contents=False)
+    existing = discover(directory)
     widths = [len(m.version.split("_", 1)[0]) for m in existing]
     if widths and max(widths) >= 12:
         prefix = timestamp

@@ -10,10 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .discovery import MigrationFile, discover
-from .errors import DriftError
+from .discovery import MigrationFile, scan
+from .errors import DriftError, InvalidMigrationError
 from .events import Applied, Applying, EventSink, Notice, Planned
-from .parsing import ParsedMigration, file_digest, parse_migration, read_migration
+from .parsing import ParsedMigration, file_digest, has_statements, parse_migration, read_migration
 
 if TYPE_CHECKING:
     import psycopg
@@ -86,12 +86,21 @@ class ApplyResult:
 
 
 def load_migrations(directory: Path) -> list[LocalMigration]:
-    """Discover and read every migration, rejecting bad names, duplicates and non-UTF-8 files
-    before any database work."""
+    """Discover and read every migration once, rejecting bad names, duplicate numbers, non-UTF-8
+    and statement-less files before any database work, every problem in one error."""
+    files, problems = scan(directory)
     migrations = []
-    for file in discover(directory):
-        raw, text = read_migration(file.path)
+    for file in files:
+        try:
+            raw, text = read_migration(file.path)
+            if not has_statements(file.path, text):
+                raise InvalidMigrationError(f"{file.path}: contains no SQL statements (empty or only comments)")
+        except InvalidMigrationError as error:
+            problems.append(str(error))
+            continue
         migrations.append(LocalMigration(file, raw, text, file_digest(raw)))
+    if problems:
+        raise InvalidMigrationError("\n".join(problems))
     return migrations
 
 

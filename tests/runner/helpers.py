@@ -23,7 +23,9 @@ def write_migrations(directory: Path, files: dict[str, str]) -> Path:
 
 
 def settings_for(uri: str, directory: Path, **overrides: object) -> RunnerSettings:
-    connect = ConnectSettings(conninfo=uri, total_timeout_seconds=float(overrides.pop("connect_timeout", 5.0)))
+    timeout = overrides.pop("connect_timeout", 5.0)
+    assert isinstance(timeout, float)
+    connect = ConnectSettings(conninfo=uri, total_timeout_seconds=timeout)
     return RunnerSettings(migrations_dir=directory, connect=connect, applied_by="pytest", **overrides)  # type: ignore[arg-type]
 
 
@@ -36,7 +38,9 @@ def status_of(uri: str, directory: Path) -> Status:
     return read_status(settings_for(uri, directory), lambda _event: None)
 
 
-def run_cli(*arguments: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *arguments: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run scripts/run-migrations.sh as a user would, outside the test's cwd."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
     environment.pop("DATABASE_URL", None)

@@ -16,7 +16,7 @@ from .helpers import GUIDE_MIGRATIONS, apply_dir, status_of, write_migrations
 
 def query(uri: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     with psycopg.connect(uri, autocommit=True) as connection:
-        cursor = connection.execute(sql, params)  # type: ignore[arg-type]
+        cursor = connection.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
 
 
@@ -149,7 +149,7 @@ def test_adopts_the_old_runners_tracking_table(database_uri: str, tmp_path: Path
     assert [a.version for a in result.applied] == ["002_add_name"]
     assert TrackingTableReady("upgraded") in events
     assert any(isinstance(e, Notice) and "001_legacy_users" in e.message for e in events)
-    rows = dict(query(database_uri, "SELECT version, checksum FROM schema_migrations"))
+    rows = {row[0]: row[1] for row in query(database_uri, "SELECT version, checksum FROM schema_migrations")}
     assert all(rows[v] is not None for v in ("001_legacy_users", "002_add_name"))
     after = status_of(database_uri, directory)
     assert after.unverified == [] and after.drifted == [] and after.pending == []
@@ -245,7 +245,7 @@ def test_concurrent_index_without_marker_is_refused_before_anything_runs(
         "001_table.sql": "CREATE TABLE items (id int);\n",
         "002_index.sql": "CREATE INDEX CONCURRENTLY items_id ON items (id);\n",
     })
-    with pytest.raises(InvalidMigrationError, match="002_index.sql:1:.*migrate:no-transaction"):
+    with pytest.raises(InvalidMigrationError, match=r"002_index\.sql:1:.*migrate:no-transaction"):
         apply_dir(database_uri, directory)
     assert not relation_exists(database_uri, "items")
     assert not relation_exists(database_uri, "schema_migrations")
@@ -340,7 +340,7 @@ def test_older_pending_migration_is_applied_out_of_order_with_a_notice(database_
 def test_bad_file_is_rejected_before_the_database_is_touched(database_uri: str, tmp_path: Path) -> None:
     directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
     (directory / "002_b.sql").write_bytes(b"SELECT '\xff';\n")
-    with pytest.raises(InvalidMigrationError, match="002_b.sql:1: not valid UTF-8"):
+    with pytest.raises(InvalidMigrationError, match=r"002_b\.sql:1: not valid UTF-8"):
         apply_dir(database_uri, directory)
     assert not relation_exists(database_uri, "schema_migrations")
     shutil.rmtree(directory)

@@ -3,6 +3,7 @@ auto-pause looks like this), no retries for failures that waiting cannot fix."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -55,10 +56,8 @@ class DelayedProxy:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def test_retries_until_the_server_appears(database_uri: str, tmp_path: Path) -> None:

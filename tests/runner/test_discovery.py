@@ -30,8 +30,9 @@ def sql_files(*names: str) -> dict[str, str | bytes]:
 
 
 def rejection(directory: Path) -> str:
+    """What reading the directory (names, then contents) rejects, before any database work."""
     with pytest.raises(InvalidMigrationError) as caught:
-        discover(directory)
+        load_migrations(directory)
     return str(caught.value)
 
 
@@ -208,7 +209,7 @@ def test_every_problem_in_the_directory_is_reported_together(tmp_path: Path) -> 
 
 def test_a_bom_is_fine(tmp_path: Path) -> None:
     directory = make(tmp_path / "m", {"001_bom.sql": b"\xef\xbb\xbfSELECT 1;\n"})
-    assert [m.version for m in discover(directory)] == ["001_bom"]
+    assert [m.version for m in load_migrations(directory)] == ["001_bom"]
 
 
 # --- before any database work: load_migrations and compute_status ---------------------------
