@@ -8,5 +8,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 [ -x "$root/.venv/bin/python" ] || "$root/scripts/setup.sh" python >&2
+# Cache bytecode for the runner's own modules even where PYTHONDONTWRITEBYTECODE is set: every
+# deploy's no-op run pays the difference. (.venv is compiled at install by scripts/setup.sh.)
+unset PYTHONDONTWRITEBYTECODE
 # -P: import the runner from the project, never from a same-named folder in the caller's cwd.
 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$root/.venv/bin/python" -P -m database.cli "$@"
