@@ -62,7 +62,7 @@ def synthesize(context: Mapping[str, object] | None = None) -> Synth:
         app=app,
         stacks=stacks,
         templates=templates,
-        json={name: template.to_json() for name, template in templates.items()},
+        json={name: dict(template.to_json()) for name, template in templates.items()},
         nag_report=report,
     )
 

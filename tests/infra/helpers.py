@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
-def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+def resources(template: Mapping[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     """Logical id -> resource, for every resource of ``resource_type``."""
     return {
         logical_id: resource
@@ -15,7 +15,7 @@ def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[st
     }
 
 
-def only(template: dict[str, Any], resource_type: str) -> tuple[str, dict[str, Any]]:
+def only(template: Mapping[str, Any], resource_type: str) -> tuple[str, dict[str, Any]]:
     """The single resource of ``resource_type`` (fails if there are none or several)."""
     found = resources(template, resource_type)
     assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: lint (ruff), types (mypy) and pytest, which starts its own throwaway
+# PostgreSQL and synthesizes the stacks offline. Installs what it needs first.
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/runner -k drift
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PATH="$PWD/node_modules/.bin:$PATH"
+.venv/bin/ruff check .
+.venv/bin/mypy database stacks app.py scripts/benchmark.py tests
+.venv/bin/pytest "$@"
