@@ -56,7 +56,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --json | head` ends quietly
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
-    renderer = HumanRenderer(sys.stdout, sys.stderr, quiet=arguments.json)
+    renderer = HumanRenderer(sys.stdout, sys.stderr, quiet=arguments.json, deployed_major=_deployed_major(arguments))
     mode = "status" if arguments.status else "dry-run" if arguments.dry_run else "new" if arguments.new else "apply"
     try:
         if arguments.new:
@@ -68,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             renderer.error(error)
         return error.exit_code
+
+
+def _deployed_major(arguments: argparse.Namespace) -> int | None:
+    """For local runs, the PostgreSQL major the deployed environments run, to compare with."""
+    if arguments.environment != "local":
+        return None
+    from stacks.settings import POSTGRES_MAJOR_VERSION
+
+    return POSTGRES_MAJOR_VERSION
 
 
 def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer) -> int:

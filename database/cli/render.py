@@ -32,10 +32,11 @@ _TRACKING_LINES = {
 class HumanRenderer:
     """Prints events as they happen, in the wording users know from the old run-migrations.sh."""
 
-    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool) -> None:
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool, deployed_major: int | None = None) -> None:
         self.out = out
         self.err = err
         self.quiet = quiet
+        self.deployed_major = deployed_major  # set for local runs: warn when majors differ
 
     def _print(self, line: str) -> None:
         if not self.quiet:
@@ -52,6 +53,12 @@ class HumanRenderer:
                 self._print(f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s")
             case Connected(version):
                 self._print(f"✅ Database connection successful (PostgreSQL {version})")
+                major = int(version.split(".")[0])
+                if self.deployed_major is not None and major != self.deployed_major:
+                    self._print(
+                        f"⚠️  Local PostgreSQL {major} differs from the deployed PostgreSQL {self.deployed_major} "
+                        "(POSTGRES_VERSION in stacks/settings.py): features of either may not exist in the other"
+                    )
             case WaitingForLock(holder):
                 self._print(f"⏳ Another migration run is in progress ({holder}); waiting for it to finish")
             case TrackingTableReady(action):

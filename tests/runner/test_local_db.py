@@ -4,6 +4,7 @@ and as a normal user, restartable, and what `--environment local` connects to.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from stacks.settings import POSTGRES_MAJOR_VERSION
 
 from .helpers import PROJECT_ROOT, run_cli
 
@@ -61,6 +64,10 @@ def test_local_database_lifecycle_and_migrations(state_dir: Path) -> None:
     applied = run_cli("--environment", "local", env={"LOCAL_PG_DIR": str(state_dir)})
     assert applied.returncode == 0, applied.stderr
     assert "🎉 All migrations applied successfully!" in applied.stdout
+    found = re.search(r"successful \(PostgreSQL (\d+)\.", applied.stdout)
+    assert found is not None
+    mismatch_warned = f"differs from the deployed PostgreSQL {POSTGRES_MAJOR_VERSION}" in applied.stdout
+    assert mismatch_warned == (int(found.group(1)) != POSTGRES_MAJOR_VERSION)
 
     assert "stopped" in local_db("stop", state_dir)
     down = run_cli("--status", "--environment", "local", "--connect-timeout", "1",
