@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from database.cli.environments import DEFAULT_MIGRATIONS_DIR, resolve_target
-from database.cli.render import HumanRenderer, json_document
+from database.cli.render import HumanRenderer, JsonCollector, json_document
 from database.migrator.errors import InvalidMigrationError, MigrationError
-from database.migrator.events import ignore_events
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -57,14 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --json | head` ends quietly
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     renderer = HumanRenderer(sys.stdout, sys.stderr, quiet=arguments.json, deployed_major=_deployed_major(arguments))
+    collector = JsonCollector()
     mode = "status" if arguments.status else "dry-run" if arguments.dry_run else "new" if arguments.new else "apply"
     try:
         if arguments.new:
             return create_migration(arguments.migrations_dir, arguments.new, as_json=arguments.json)
-        return run(arguments, mode, renderer)
+        return run(arguments, mode, renderer, collector)
     except MigrationError as error:
         if arguments.json:
-            print(json_document(mode, error=error))
+            print(json_document(mode, collector, error=error))
         else:
             renderer.error(error)
         return error.exit_code
@@ -79,7 +79,7 @@ def _deployed_major(arguments: argparse.Namespace) -> int | None:
     return POSTGRES_MAJOR_VERSION
 
 
-def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer) -> int:
+def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
     from database.migrator import orchestration
     from database.migrator.postgres import ConnectSettings
 
@@ -96,18 +96,18 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer) -> in
         lock_wait_seconds=arguments.lock_wait,
         accept_drift=frozenset(arguments.accept_drift),
     )
-    emit = ignore_events if arguments.json else renderer.event
+    emit = collector.event if arguments.json else renderer.event
     renderer.start(mode)
     if mode == "apply":
         result = orchestration.apply(settings, emit)
         if arguments.json:
-            print(json_document(mode, status=result.status, applied=result.applied))
+            print(json_document(mode, collector, status=result.status, applied=result.applied))
         else:
             renderer.finished(result)
         return 0
     status = orchestration.read_status(settings, emit)
     if arguments.json:
-        print(json_document(mode, status=status))
+        print(json_document(mode, collector, status=status))
     else:
         renderer.status(status)
         if mode == "dry-run":

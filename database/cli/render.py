@@ -129,15 +129,38 @@ class HumanRenderer:
         print(f"❌ {error}", file=self.err, flush=True)
 
 
+class JsonCollector:
+    """Keeps what the JSON document reports besides the result: server version and notices."""
+
+    def __init__(self) -> None:
+        self.server_version: str | None = None
+        self.notices: list[str] = []
+
+    def event(self, event: Event) -> None:
+        match event:
+            case Connected(version):
+                self.server_version = version
+            case Notice(message):
+                self.notices.append(message)
+            case _:
+                pass
+
+
 def json_document(
     mode: str,
+    collector: JsonCollector,
     *,
     status: Status | None = None,
     applied: list[Applied] | None = None,
     error: MigrationError | None = None,
 ) -> str:
     """One JSON object describing the run; `ok` is false exactly when the exit status is not 0."""
-    document: dict[str, Any] = {"mode": mode, "ok": error is None}
+    document: dict[str, Any] = {
+        "mode": mode,
+        "ok": error is None,
+        "server_version": collector.server_version,
+        "notices": collector.notices,
+    }
     if status is not None:
         document.update(
             applied=[

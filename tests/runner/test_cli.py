@@ -94,6 +94,7 @@ def test_json_output_for_apply_status_and_dry_run(database_uri: str) -> None:
     assert [a["version"] for a in document["applied_now"]] == [p["version"] for p in plan["pending"]]
 
     status = json.loads(run_cli("--status", "--json", "--db-uri", database_uri).stdout)
+    assert status["server_version"].split(".")[0].isdigit() and status["notices"] == []
     assert status["pending"] == [] and status["drifted"] == [] and status["missing"] == []
     assert all(a["applied_at"] and a["applied_by"].startswith("cli:") for a in status["applied"])
 
@@ -219,3 +220,14 @@ def test_relative_migrations_dir_is_resolved_from_the_callers_directory(tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert "from_relative_dir" in tables(database_uri)
+
+
+def test_json_carries_notices(database_uri: str, tmp_path: Path) -> None:
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;", "003_c.sql": "SELECT 3;"})
+    assert run_cli("--db-uri", database_uri, "--migrations-dir", str(directory)).returncode == 0
+    write_migrations(directory, {"002_b.sql": "SELECT 2;"})
+
+    document = json.loads(run_cli("--json", "--db-uri", database_uri, "--migrations-dir", str(directory)).stdout)
+
+    assert document["ok"] is True and [a["version"] for a in document["applied_now"]] == ["002_b"]
+    assert document["notices"] == ["002_b is older than an applied migration: applying it out of order"]
