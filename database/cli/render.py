@@ -22,6 +22,7 @@ from database.migrator.events import (
 if TYPE_CHECKING:
     from database.migrator.orchestration import ApplyResult, Status
 
+_APPLIED_SHOWN_WHEN_APPLYING = 10
 _TRACKING_LINES = {
     "created": ("📋 Creating migration table...", "✅ Migration table ready"),
     "upgraded": ("📋 Upgrading the previous runner's migration table...", "✅ Migration table ready"),
@@ -36,6 +37,7 @@ class HumanRenderer:
         self.out = out
         self.err = err
         self.quiet = quiet
+        self.list_all_applied = True  # apply runs show only the latest: a deploy log needs no history
         self.deployed_major = deployed_major  # set for local runs: warn when majors differ
 
     def _print(self, line: str) -> None:
@@ -43,6 +45,7 @@ class HumanRenderer:
             print(line, file=self.out, flush=True)
 
     def start(self, mode: str) -> None:
+        self.list_all_applied = mode != "apply"
         self._print("🔄 Running database migrations..." if mode == "apply" else "🔄 Reading migration status...")
 
     def event(self, event: Event) -> None:
@@ -81,7 +84,11 @@ class HumanRenderer:
             self._print("(no migration table yet: every migration is pending)")
         if status.applied:
             self._print("✅ Applied Migrations:")
-            for applied in status.applied:
+            shown = status.applied
+            if not self.list_all_applied and len(shown) > _APPLIED_SHOWN_WHEN_APPLYING:
+                shown = shown[-_APPLIED_SHOWN_WHEN_APPLYING:]
+                self._print(f"  … {len(status.applied) - len(shown)} earlier (--status lists them all)")
+            for applied in shown:
                 details = []
                 if applied.applied_at is not None:
                     details.append(f"{applied.applied_at:%Y-%m-%d %H:%M:%S %Z}".strip())

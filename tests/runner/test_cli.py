@@ -231,3 +231,15 @@ def test_json_carries_notices(database_uri: str, tmp_path: Path) -> None:
 
     assert document["ok"] is True and [a["version"] for a in document["applied_now"]] == ["002_b"]
     assert document["notices"] == ["002_b is older than an applied migration: applying it out of order"]
+
+
+def test_apply_shows_only_the_latest_applied_while_status_lists_all(database_uri: str, tmp_path: Path) -> None:
+    directory = write_migrations(tmp_path / "m", {f"{n:03d}_step.sql": f"SELECT {n};" for n in range(1, 13)})
+    assert run_cli("--db-uri", database_uri, "--migrations-dir", str(directory)).returncode == 0
+
+    again = run_cli("--db-uri", database_uri, "--migrations-dir", str(directory)).stdout
+    status = run_cli("--status", "--db-uri", database_uri, "--migrations-dir", str(directory)).stdout
+
+    assert "  … 2 earlier (--status lists them all)" in again
+    assert "001_step" not in again and "003_step" in again and "012_step" in again
+    assert all(f"  • {n:03d}_step (" in status for n in range(1, 13)) and "earlier" not in status
