@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import signal
 import socket
 import sys
@@ -138,4 +139,9 @@ def create_migration(directory: Path, description: str, *, as_json: bool) -> int
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Skip interpreter teardown (~35 ms with psycopg loaded, a seventh of a no-op deploy run):
+    # the connection is closed, nothing is registered with atexit, and output is flushed here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
