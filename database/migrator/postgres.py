@@ -35,6 +35,8 @@ _PERMANENT_CONNECT_FAILURES = (
     "invalid uri",
     "invalid integer value",
     "missing \"=\"",
+    "does not support ssl",
+    "certificate",
 )
 
 _COLUMNS = {
@@ -289,10 +291,12 @@ def _execute_all(
                 if migration.in_transaction:
                     text += f"\n  {version} was rolled back completely; no later migration ran."
                 else:
+                    done = f"statements 1-{index} of {len(migration.statements)} stay applied" if index else (
+                        "none of its statements took effect"
+                    )
                     text += (
-                        f"\n  {version} runs without a transaction: statements 1-{index} of "
-                        f"{len(migration.statements)} stay applied, it is not recorded, and the next run "
-                        "starts it again from its first statement."
+                        f"\n  {version} runs without a transaction: {done}, it is not recorded, and the "
+                        "next run starts it again from its first statement."
                     )
                 raise MigrationFailedError(
                     text, version=version, path=path, line=line, sqlstate=diag.sqlstate

@@ -95,6 +95,17 @@ def test_failures_waiting_cannot_fix_are_not_retried(database_uri: str, tmp_path
     assert not any(isinstance(e, ConnectRetry) for e in events)
 
 
+def test_tls_options_pass_through_to_libpq(database_uri: str, tmp_path: Path) -> None:
+    """The throwaway server has no TLS: sslmode=disable connects, sslmode=require is refused by
+    libpq at once (not retried), which shows the URI's TLS options reach the driver."""
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;"})
+    assert apply_dir(f"{database_uri}?sslmode=disable", directory).applied
+    events: list[Event] = []
+    with pytest.raises(ConnectionFailedError, match="server does not support SSL"):
+        apply_dir(f"{database_uri}?sslmode=require", directory, events, connect_timeout=30.0)
+    assert not any(isinstance(e, ConnectRetry) for e in events)
+
+
 @pytest.mark.parametrize(
     ("conninfo", "redacted", "password"),
     [
