@@ -72,13 +72,28 @@ def synth_cache() -> Iterator[dict[str, Synth]]:
     yield {}
 
 
+def _on_flavour(flavour: str, cache: dict[str, Synth]) -> Synth:
+    if flavour not in cache:
+        cache[flavour] = synthesize({"database": flavour})
+    return cache[flavour]
+
+
 @pytest.fixture(scope="session", params=FLAVOURS)
 def synth(request: pytest.FixtureRequest, synth_cache: dict[str, Synth]) -> Synth:
     """The app with every environment on one flavour (via `-c database=<flavour>`)."""
-    flavour: str = request.param
-    if flavour not in synth_cache:
-        synth_cache[flavour] = synthesize({"database": flavour})
-    return synth_cache[flavour]
+    return _on_flavour(request.param, synth_cache)
+
+
+@pytest.fixture(scope="session")
+def aurora_synth(synth_cache: dict[str, Synth]) -> Synth:
+    """Every environment on Aurora Serverless v2, for flavour-specific tests."""
+    return _on_flavour("aurora-serverless", synth_cache)
+
+
+@pytest.fixture(scope="session")
+def rds_synth(synth_cache: dict[str, Synth]) -> Synth:
+    """Every environment on the RDS free-tier instance, for flavour-specific tests."""
+    return _on_flavour("rds-free", synth_cache)
 
 
 @pytest.fixture(scope="session")

@@ -59,10 +59,8 @@ def test_engine_and_version(synth: Synth, env: str) -> None:
         assert not resources(template, "AWS::RDS::DBCluster")
 
 
-def test_aurora_capacity_and_instances(synth: Synth, env: str) -> None:
-    if flavour_of(synth) != "aurora-serverless":
-        pytest.skip("Aurora only")
-    template = synth.json[env]
+def test_aurora_capacity_and_instances(aurora_synth: Synth, env: str) -> None:
+    template = aurora_synth.json[env]
     _, cluster = only(template, "AWS::RDS::DBCluster")
     scaling = cluster["Properties"]["ServerlessV2ScalingConfiguration"]
     if env == "testing":
@@ -77,10 +75,8 @@ def test_aurora_capacity_and_instances(synth: Synth, env: str) -> None:
     assert writer["Properties"]["DBClusterIdentifier"] == {"Ref": only(template, "AWS::RDS::DBCluster")[0]}
 
 
-def test_rds_instance_class_and_storage(synth: Synth, env: str) -> None:
-    if flavour_of(synth) != "rds-free":
-        pytest.skip("RDS only")
-    _, instance = only(synth.json[env], "AWS::RDS::DBInstance")
+def test_rds_instance_class_and_storage(rds_synth: Synth, env: str) -> None:
+    _, instance = only(rds_synth.json[env], "AWS::RDS::DBInstance")
     props = instance["Properties"]
     assert props["DBInstanceClass"] == "db.t3.micro"
     assert props["AllocatedStorage"] == "20"
