@@ -152,7 +152,7 @@ def test_duplicate_numbers_are_rejected_naming_both_files(tmp_path: Path, names:
     [
         ("", "contains no SQL statements"),
         ("\n  \n\t", "contains no SQL statements"),
-        ("-- TODO: write this migration\n", "contains no SQL statements"),
+        ("-- to be written\n", "contains no SQL statements"),
         ("/* a\n /* nested */ */\n-- and a line\n;\n", "contains no SQL statements"),
         (b"\xef\xbb\xbf-- bom and a comment\n", "contains no SQL statements"),
         (b"SELECT 1;\nSELECT '\xe9';\n", ":2: not valid UTF-8"),
