@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,9 @@ class LocalMigration:
     def version(self) -> str:
         return self.file.version
 
-    def parse(self) -> ParsedMigration:
+    @cached_property
+    def parsed(self) -> ParsedMigration:
+        """Parsed on first use, once: status, drift checks and apply share the result."""
         return parse_migration(self.file.path, self.text)
 
 
@@ -115,7 +118,7 @@ def compute_status(
     for migration in local:
         row = rows.get(migration.version)
         if row is None:
-            parsed = migration.parse()
+            parsed = migration.parsed
             status.pending.append(
                 PendingMigration(
                     migration.version,
@@ -131,7 +134,7 @@ def compute_status(
             continue
         if row.checksum is None:
             status.unverified.append(migration.version)
-        elif migration.parse().checksum != row.checksum:
+        elif migration.parsed.checksum != row.checksum:
             status.drifted.append(migration.version)
     status.missing = sorted(version for version in rows if version not in local_versions)
     return status
@@ -175,7 +178,7 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
                 connection,
                 version=pending.version,
                 path=str(pending.path),
-                migration=migration.parse(),
+                migration=migration.parsed,
                 digest=migration.digest,
                 applied_by=settings.applied_by,
             )
@@ -215,7 +218,7 @@ def _refresh_checksums(
         migration = by_version.get(applied.version)
         if migration is None or rows[applied.version].file_digest == migration.digest:
             continue
-        postgres.record_checksum(connection, applied.version, migration.parse().checksum, migration.digest)
+        postgres.record_checksum(connection, applied.version, migration.parsed.checksum, migration.digest)
 
 
 @contextmanager

@@ -242,7 +242,7 @@ def test_crlf_copy_has_the_same_digests(tmp_path: Path) -> None:
     original = load_migrations(GUIDE_MIGRATIONS)
     crlf = load_migrations(directory)
     assert [m.digest for m in crlf] == [m.digest for m in original]
-    assert [m.parse().checksum for m in crlf] == [m.parse().checksum for m in original]
+    assert [m.parsed.checksum for m in crlf] == [m.parsed.checksum for m in original]
 
 
 # --- next_migration_path ---------------------------------------------------------------------
