@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .discovery import MigrationFile, scan
-from .errors import DriftError, InvalidMigrationError
+from .errors import DriftError, InvalidMigrationError, MigrationError
 from .events import Applied, Applying, EventSink, Notice, Planned
 from .parsing import ParsedMigration, file_digest, has_statements, parse_migration, read_migration
 
@@ -223,10 +223,19 @@ def _refresh_checksums(
 
 @contextmanager
 def _connection(settings: RunnerSettings, emit: EventSink) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection for one run. Database errors outside a migration's own SQL (no right to
+    create the tracking table, the connection dropping while waiting...) become MigrationErrors
+    with the server's message, scrubbed of the password."""
+    import psycopg
+
     from . import postgres
+    from .redaction import password_of, scrub
 
     connection = postgres.connect(settings.connect, emit)
     try:
         yield connection
+    except psycopg.Error as error:
+        message = scrub(str(error).strip(), password_of(settings.connect.conninfo))
+        raise MigrationError(f"database error (SQLSTATE {error.sqlstate or 'none'}): {message}") from None
     finally:
         connection.close()

@@ -123,8 +123,13 @@ def runner_lock(
     acquired = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
     if not (acquired and acquired[0]):
         emit(WaitingForLock(_lock_holder(connection)))
-        previous = connection.execute("SHOW lock_timeout").fetchone()
-        connection.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(wait_seconds * 1000)}ms",))
+        previous = connection.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+        saved = previous.fetchone()
+        # Wait up to wait_seconds for the lock, and only for the lock: statement_timeout is for migrations.
+        connection.execute(
+            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', '0', false)",
+            (f"{int(wait_seconds * 1000)}ms",),
+        )
         try:
             connection.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         except pg_errors.LockNotAvailable:
@@ -133,8 +138,11 @@ def runner_lock(
                 f"({_lock_holder(connection)}); nothing was applied"
             ) from None
         finally:
-            if previous:
-                connection.execute("SELECT set_config('lock_timeout', %s, false)", (previous[0],))
+            if saved:
+                connection.execute(
+                    "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                    saved,
+                )
     try:
         yield
     finally:

@@ -243,3 +243,22 @@ def test_apply_shows_only_the_latest_applied_while_status_lists_all(database_uri
     assert "  … 2 earlier (--status lists them all)" in again
     assert "001_step" not in again and "003_step" in again and "012_step" in again
     assert all(f"  • {n:03d}_step (" in status for n in range(1, 13)) and "earlier" not in status
+
+
+def test_database_errors_outside_migrations_are_reported_cleanly(database_uri: str, tmp_path: Path) -> None:
+    """A role that may connect but not create the tracking table (PostgreSQL 15+ default for
+    schema public) gets the server's message and exit 1, not a traceback."""
+    with psycopg.connect(database_uri, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS reader")
+        admin.execute("CREATE ROLE reader LOGIN")
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    reader_uri = database_uri.replace(f"{urlsplit(database_uri).username}@", "reader@")
+    try:
+        result = run_cli("--db-uri", reader_uri)
+        assert result.returncode == 1
+        assert result.stderr.startswith("❌ database error (SQLSTATE 42501): permission denied for schema public")
+        assert "Traceback" not in result.stderr
+    finally:
+        with psycopg.connect(database_uri, autocommit=True) as admin:
+            admin.execute("DROP OWNED BY reader")
+            admin.execute("DROP ROLE reader")

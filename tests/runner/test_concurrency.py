@@ -124,3 +124,29 @@ def wait_for_query(uri: str, fragment: str, timeout: float = 30.0) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError(f"no runner started a statement with {fragment!r} within {timeout}s")
+
+
+def test_waiting_for_the_lock_is_bounded_by_lock_wait_not_statement_timeout(
+    database_uri: str, tmp_path: Path
+) -> None:
+    import threading
+
+    from database.migrator.orchestration import RunnerSettings, apply
+    from database.migrator.postgres import ConnectSettings
+
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
+    settings = RunnerSettings(
+        migrations_dir=directory,
+        connect=ConnectSettings(database_uri, 5.0, statement_timeout="300ms"),
+        applied_by="pytest",
+        lock_wait_seconds=20.0,
+    )
+    with psycopg.connect(database_uri, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        release = threading.Timer(1.5, lambda: holder.execute("SELECT pg_advisory_unlock_all()"))
+        release.start()
+        events: list[Event] = []
+        result = apply(settings, events.append)
+        release.join()
+    assert [a.version for a in result.applied] == ["001_a"]
+    assert any(isinstance(e, WaitingForLock) for e in events)
