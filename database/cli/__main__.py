@@ -1,7 +1,8 @@
 """run-migrations: apply, inspect or plan the database/migrations files against a database.
 
-Exit status: 0 success; 1 a migration failed or applied files drifted; 2 bad input (flags,
-file names, file contents); 3 database unreachable; 4 another run held the lock too long.
+Exit status: 0 success; 1 a migration failed, applied files drifted or another database error;
+2 bad input (flags, file names, file contents); 3 database unreachable; 4 another run held the
+lock too long.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
 
 
+def _user() -> str:
+    """Who runs the CLI, for the tracking table; containers may run as a uid with no name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
 def _deployed_major(arguments: argparse.Namespace) -> int | None:
     """For local runs, the PostgreSQL major the deployed environments run, to compare with."""
     if arguments.environment != "local":
@@ -93,7 +102,7 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
             lock_timeout=arguments.lock_timeout,
             statement_timeout=arguments.statement_timeout,
         ),
-        applied_by=f"cli:{getpass.getuser()}@{socket.gethostname()}",
+        applied_by=f"cli:{_user()}@{socket.gethostname()}",
         lock_wait_seconds=arguments.lock_wait,
         accept_drift=frozenset(arguments.accept_drift),
     )
