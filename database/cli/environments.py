@@ -2,7 +2,7 @@
 
 `local` is the project-local PostgreSQL that scripts/local-db.sh runs; deployed environments
 are reached through an explicit URI (--db-uri or DATABASE_URL), since their credentials live in
-Secrets Manager and their schema is migrated by the deploy itself.
+Secrets Manager and the database sits in private subnets.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
         if url:
             return Target(url, _REMOTE_CONNECT_TIMEOUT)
         raise UsageError(
-            f"--environment {environment}: the deployed database is migrated by `cdk deploy`; to reach it "
-            "from here pass --db-uri (or set DATABASE_URL) with a URI built from the stack outputs and "
-            "the secret they name"
+            f"--environment {environment}: set DATABASE_URL (or pass --db-uri) to the deployed database: "
+            "its host, port and name are stack outputs, its credentials are in the secret the output "
+            "DatabaseSecretArn names, and it is reachable only from inside its VPC"
         )
     if environment is not None:
         known = ", ".join(("local", *DEPLOYED_ENVIRONMENTS))

@@ -136,7 +136,7 @@ def test_drift_fails_apply_and_status_until_accepted(database_uri: str, tmp_path
     ("arguments", "message"),
     [
         (["--environment", "staging"], "--environment 'staging' is not known"),
-        (["--environment", "testing"], "--environment testing: the deployed database is migrated by `cdk deploy`"),
+        (["--environment", "testing"], "--environment testing: set DATABASE_URL (or pass --db-uri)"),
         (["--environment", "local", "--db-uri", "postgresql://x@h/d"], "use either --db-uri or --environment"),
         (["--status", "--dry-run"], "not allowed with argument"),
         (["--lock-wait", "soon"], "invalid float value: 'soon'"),
