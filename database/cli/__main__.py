@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from database.cli.environments import DEFAULT_MIGRATIONS_DIR, resolve_target
+from database.cli.environments import DEFAULT_MIGRATIONS_DIR, UsageError, resolve_target
 from database.cli.render import HumanRenderer, JsonCollector, json_document
 from database.migrator.errors import InvalidMigrationError, MigrationError
 
@@ -72,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
 
 
+def _check_accepted_versions(versions: list[str], directory: Path) -> None:
+    """A mistyped --accept-drift would otherwise be ignored silently."""
+    if not versions:
+        return
+    from database.migrator.discovery import discover
+
+    known = {migration.version for migration in discover(directory)}
+    unknown = [version for version in versions if version not in known]
+    if unknown:
+        raise UsageError(f"--accept-drift {unknown[0]}: no migration in {directory} has that version")
+
+
 def _user() -> str:
     """Who runs the CLI, for the tracking table; containers may run as a uid with no name."""
     try:
@@ -94,6 +106,7 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
     from database.migrator.postgres import ConnectSettings
 
     target = resolve_target(arguments.environment, arguments.db_uri)
+    _check_accepted_versions(arguments.accept_drift, arguments.migrations_dir)
     settings = orchestration.RunnerSettings(
         migrations_dir=arguments.migrations_dir,
         connect=ConnectSettings(

@@ -127,6 +127,8 @@ def test_drift_fails_apply_and_status_until_accepted(database_uri: str, tmp_path
     assert status.returncode == 1 and "❌ Changed after being applied (drift):\n  • 001_a" in status.stdout
     refused = run_cli("--db-uri", database_uri, "--migrations-dir", str(directory))
     assert refused.returncode == 1 and "--accept-drift 001_a" in refused.stderr
+    mistyped = run_cli("--db-uri", database_uri, "--migrations-dir", str(directory), "--accept-drift", "001_b")
+    assert mistyped.returncode == 2 and "--accept-drift 001_b: no migration in" in mistyped.stderr
     accepted = run_cli("--db-uri", database_uri, "--migrations-dir", str(directory), "--accept-drift", "001_a")
     assert accepted.returncode == 0, accepted.stderr
     assert run_cli("--status", "--db-uri", database_uri, "--migrations-dir", str(directory)).returncode == 0
