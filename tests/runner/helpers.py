@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from database.migrator.events import Event
 from database.migrator.orchestration import ApplyResult, RunnerSettings, Status, apply, read_status
@@ -22,16 +23,35 @@ def write_migrations(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-def settings_for(uri: str, directory: Path, **overrides: object) -> RunnerSettings:
-    timeout = overrides.pop("connect_timeout", 5.0)
-    assert isinstance(timeout, float)
-    connect = ConnectSettings(conninfo=uri, total_timeout_seconds=timeout)
-    return RunnerSettings(migrations_dir=directory, connect=connect, applied_by="pytest", **overrides)  # type: ignore[arg-type]
+def settings_for(
+    uri: str,
+    directory: Path,
+    *,
+    connect_timeout: float = 5.0,
+    lock_timeout: str = "5s",
+    statement_timeout: str = "10min",
+    lock_wait_seconds: float = 300.0,
+    accept_drift: frozenset[str] = frozenset(),
+) -> RunnerSettings:
+    connect = ConnectSettings(
+        conninfo=uri,
+        total_timeout_seconds=connect_timeout,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+    )
+    return RunnerSettings(
+        migrations_dir=directory,
+        connect=connect,
+        applied_by="pytest",
+        lock_wait_seconds=lock_wait_seconds,
+        accept_drift=accept_drift,
+    )
 
 
-def apply_dir(uri: str, directory: Path, events: list[Event] | None = None, **overrides: object) -> ApplyResult:
+def apply_dir(uri: str, directory: Path, events: list[Event] | None = None, **options: Any) -> ApplyResult:
+    """Apply `directory` in-process; `options` are settings_for's keywords."""
     sink = events.append if events is not None else (lambda _event: None)
-    return apply(settings_for(uri, directory, **overrides), sink)
+    return apply(settings_for(uri, directory, **options), sink)
 
 
 def status_of(uri: str, directory: Path) -> Status:

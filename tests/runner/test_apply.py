@@ -276,16 +276,8 @@ def test_failed_no_transaction_migration_is_not_recorded_and_reruns(database_uri
 
 def test_statement_timeout_stops_a_runaway_migration(database_uri: str, tmp_path: Path) -> None:
     directory = write_migrations(tmp_path / "m", {"001_slow.sql": "CREATE TABLE s (id int);\nSELECT pg_sleep(5);\n"})
-    from database.migrator.orchestration import RunnerSettings, apply
-    from database.migrator.postgres import ConnectSettings
-
-    settings = RunnerSettings(
-        migrations_dir=directory,
-        connect=ConnectSettings(database_uri, 5.0, statement_timeout="300ms"),
-        applied_by="pytest",
-    )
     with pytest.raises(MigrationFailedError) as failure:
-        apply(settings, lambda _event: None)
+        apply_dir(database_uri, directory, statement_timeout="300ms")
     assert failure.value.sqlstate == "57014" and failure.value.line == 2
     assert not relation_exists(database_uri, "s")
 
@@ -293,33 +285,18 @@ def test_statement_timeout_stops_a_runaway_migration(database_uri: str, tmp_path
 def test_lock_timeout_keeps_ddl_from_queueing_behind_a_busy_table(database_uri: str, tmp_path: Path) -> None:
     query(database_uri, "CREATE TABLE busy (id int)")
     directory = write_migrations(tmp_path / "m", {"001_alter.sql": "ALTER TABLE busy ADD COLUMN note text;\n"})
-    from database.migrator.orchestration import RunnerSettings, apply
-    from database.migrator.postgres import ConnectSettings
-
-    settings = RunnerSettings(
-        migrations_dir=directory,
-        connect=ConnectSettings(database_uri, 5.0, lock_timeout="200ms"),
-        applied_by="pytest",
-    )
     with psycopg.connect(database_uri) as holder:
         holder.execute("LOCK TABLE busy IN ACCESS SHARE MODE")
         with pytest.raises(MigrationFailedError) as failure:
-            apply(settings, lambda _event: None)
+            apply_dir(database_uri, directory, lock_timeout="200ms")
     assert failure.value.sqlstate == "55P03"
-    apply(settings, lambda _event: None)  # lock released: applies
+    apply_dir(database_uri, directory, lock_timeout="200ms")  # lock released: applies
 
 
 def test_invalid_timeout_setting_is_a_clear_error(database_uri: str, tmp_path: Path) -> None:
-    from database.migrator.orchestration import RunnerSettings, apply
-    from database.migrator.postgres import ConnectSettings
-
-    settings = RunnerSettings(
-        migrations_dir=write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;"}),
-        connect=ConnectSettings(database_uri, 5.0, lock_timeout="soon"),
-        applied_by="pytest",
-    )
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;"})
     with pytest.raises(MigrationError, match="invalid lock/statement timeout"):
-        apply(settings, lambda _event: None)
+        apply_dir(database_uri, directory, lock_timeout="soon")
 
 
 def test_older_pending_migration_is_applied_out_of_order_with_a_notice(database_uri: str, tmp_path: Path) -> None:

@@ -131,22 +131,13 @@ def test_waiting_for_the_lock_is_bounded_by_lock_wait_not_statement_timeout(
 ) -> None:
     import threading
 
-    from database.migrator.orchestration import RunnerSettings, apply
-    from database.migrator.postgres import ConnectSettings
-
     directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
-    settings = RunnerSettings(
-        migrations_dir=directory,
-        connect=ConnectSettings(database_uri, 5.0, statement_timeout="300ms"),
-        applied_by="pytest",
-        lock_wait_seconds=20.0,
-    )
     with psycopg.connect(database_uri, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         release = threading.Timer(1.5, lambda: holder.execute("SELECT pg_advisory_unlock_all()"))
         release.start()
         events: list[Event] = []
-        result = apply(settings, events.append)
+        result = apply_dir(database_uri, directory, events, statement_timeout="300ms", lock_wait_seconds=20.0)
         release.join()
     assert [a.version for a in result.applied] == ["001_a"]
     assert any(isinstance(e, WaitingForLock) for e in events)
