@@ -48,3 +48,15 @@ class MigrationFailedError(MigrationError):
         self.path = path
         self.line = line
         self.sqlstate = sqlstate
+
+
+class OutOfTimeError(MigrationError):
+    """The run's time budget (a Lambda invocation's remaining time) ran short between migrations:
+    it stopped cleanly before the next one instead of being killed in the middle of it."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, applied: int, total: int) -> None:
+        super().__init__(message)
+        self.applied = applied
+        self.total = total

@@ -3,6 +3,7 @@ PostgreSQL module. Used unchanged by the CLI and by the deploy-time Lambda."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,14 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .discovery import MigrationFile, scan
-from .errors import DriftError, InvalidMigrationError, MigrationError
+from .errors import DriftError, InvalidMigrationError, MigrationError, OutOfTimeError
 from .events import Applied, Applying, EventSink, Notice, Planned
 from .parsing import ParsedMigration, file_digest, has_statements, parse_migration, read_migration
 
 if TYPE_CHECKING:
     import psycopg
 
-    from .postgres import AppliedRow, ConnectSettings
+    from .postgres import AppliedRow, ConnectSettings, TimeBudget
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class RunnerSettings:
     applied_by: str
     lock_wait_seconds: float = 300.0
     accept_drift: frozenset[str] = frozenset()
+    # Optional time budget (a Lambda invocation's): a time.monotonic() value by which apply must
+    # have returned. Statements end `deadline_margin_seconds` before it, a migration starts only
+    # with at least that much statement time left, and the lock wait fits in it.
+    deadline: float | None = None
+    deadline_margin_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -158,9 +164,7 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
 
     local = load_migrations(settings.migrations_dir)
     by_version = {migration.version: migration for migration in local}
-    with _connection(settings, emit) as connection, postgres.runner_lock(
-        connection, settings.lock_wait_seconds, emit
-    ):
+    with _connection(settings, emit) as connection, postgres.runner_lock(connection, _lock_wait(settings), emit):
         exists = postgres.tracking_table_exists(connection)
         rows = postgres.applied_rows(connection) if exists else {}
         status = compute_status(local, rows)  # parses every pending file: a bad one stops us here
@@ -169,8 +173,13 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
         emit(Planned(status))
         _check_drift(status, settings.accept_drift)
         _refresh_checksums(connection, status, by_version, rows, emit)
+        budget = None
+        if settings.deadline is not None:
+            budget = postgres.time_budget(connection, settings.deadline, settings.deadline_margin_seconds)
         for pending in status.pending:
             migration = by_version[pending.version]
+            if budget is not None:
+                _check_time_left(budget, pending.version, len(result.applied), len(status.pending))
             if pending.out_of_order:
                 emit(Notice(f"{pending.version} is older than an applied migration: applying it out of order"))
             emit(Applying(pending.version, pending.in_transaction))
@@ -181,11 +190,33 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
                 migration=migration.parsed,
                 digest=migration.digest,
                 applied_by=settings.applied_by,
+                budget=budget,
             )
             event = Applied(pending.version, elapsed)
             result.applied.append(event)
             emit(event)
     return result
+
+
+def _lock_wait(settings: RunnerSettings) -> float:
+    """The configured lock wait, shortened to fit the time budget (never 0: that waits forever)."""
+    if settings.deadline is None:
+        return settings.lock_wait_seconds
+    left = settings.deadline - time.monotonic() - 2 * settings.deadline_margin_seconds
+    return max(0.001, min(settings.lock_wait_seconds, left))
+
+
+def _check_time_left(budget: TimeBudget, version: str, applied: int, total: int) -> None:
+    """Stop between migrations, cleanly, when less than the margin of statement time is left."""
+    left = budget.seconds_left()
+    if left < budget.margin_seconds:
+        raise OutOfTimeError(
+            f"stopped before {version} with {max(0.0, left + budget.margin_seconds):.0f}s of this run left "
+            f"(a migration starts only with {2 * budget.margin_seconds:g}s left); {applied} of {total} applied; "
+            "deploy again to continue",
+            applied=applied,
+            total=total,
+        )
 
 
 def _check_drift(status: Status, accepted: frozenset[str]) -> None:

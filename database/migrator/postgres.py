@@ -61,6 +61,42 @@ class AppliedRow:
     applied_by: str | None
 
 
+@dataclass
+class TimeBudget:
+    """The time a run may still use (a Lambda invocation's). Every statement's timeout is capped
+    so that none runs into the last ``margin_seconds`` before the deadline: no statement outlives
+    the invocation, and there is time left to roll back and answer."""
+
+    deadline: float  # time.monotonic() value
+    margin_seconds: float
+    configured_ms: int  # the session's statement_timeout before capping (0: none)
+    current_ms: int = 0  # what the session has now, once capped (0: not capped yet)
+
+    def seconds_left(self) -> float:
+        """Statement time left: up to the deadline less the margin."""
+        return self.deadline - self.margin_seconds - time.monotonic()
+
+    def cap(self, connection: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Lower the session's statement_timeout to the time left, when that is the smaller;
+        a round trip only near the end of the budget."""
+        left_ms = max(1, int(self.seconds_left() * 1000))
+        wanted = left_ms if self.configured_ms == 0 else min(self.configured_ms, left_ms)
+        if wanted < (self.current_ms or self.configured_ms or wanted + 1):
+            connection.execute("SELECT set_config('statement_timeout', %s, false)", (f"{wanted}ms",))
+            self.current_ms = wanted
+
+    @property
+    def capped(self) -> bool:
+        return self.current_ms != 0 and (self.configured_ms == 0 or self.current_ms < self.configured_ms)
+
+
+def time_budget(
+    connection: psycopg.Connection[tuple[object, ...]], deadline: float, margin_seconds: float
+) -> TimeBudget:
+    row = connection.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'").fetchone()
+    return TimeBudget(deadline, margin_seconds, int(row[0]) if row else 0)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
 class ConnectSettings:
     conninfo: str  # URI or key=value; empty means libpq environment variables (PGHOST...)
@@ -245,21 +281,23 @@ def apply_migration(
     migration: ParsedMigration,
     digest: str,
     applied_by: str,
+    budget: TimeBudget | None = None,
 ) -> int:
     """Run one migration and write its tracking row; return its duration in milliseconds.
 
     In a transaction (the default) the SQL and the row commit together or not at all. A file
     marked no-transaction runs statement by statement and is recorded once all succeeded.
+    With a time budget, each statement's timeout is capped by the time left.
     """
     started = time.perf_counter()
     try:
         if migration.in_transaction:
             with connection.transaction():
-                _execute_all(connection, version, path, migration)
+                _execute_all(connection, version, path, migration, budget)
                 elapsed = _elapsed_ms(started)
                 _write_row(connection, version, migration.checksum, digest, elapsed, applied_by)
         else:
-            _execute_all(connection, version, path, migration)
+            _execute_all(connection, version, path, migration, budget)
             elapsed = _elapsed_ms(started)
             _write_row(connection, version, migration.checksum, digest, elapsed, applied_by)
     except psycopg.OperationalError as error:  # the connection itself broke mid-migration
@@ -277,11 +315,17 @@ def apply_migration(
 
 
 def _execute_all(
-    connection: psycopg.Connection[tuple[object, ...]], version: str, path: str, migration: ParsedMigration
+    connection: psycopg.Connection[tuple[object, ...]],
+    version: str,
+    path: str,
+    migration: ParsedMigration,
+    budget: TimeBudget | None = None,
 ) -> None:
     with connection.cursor() as cursor:
         for index, statement in enumerate(migration.statements):
             try:
+                if budget is not None:
+                    budget.cap(connection)
                 cursor.execute(statement.sql.encode("utf-8"))
             except psycopg.DatabaseError as error:
                 if isinstance(error, psycopg.OperationalError) and connection.broken:
@@ -296,6 +340,11 @@ def _execute_all(
                                      ("CONTEXT", diag.context)):
                     if value:
                         text += f"\n  {label}: {value}"
+                if budget is not None and budget.capped and diag.sqlstate == "57014":
+                    text += (
+                        f"\n  the statement was stopped after {budget.current_ms / 1000:g}s, the time this run had "
+                        "left: a longer migration needs a longer function timeout, or to run outside a deploy."
+                    )
                 if migration.in_transaction:
                     text += f"\n  {version} was rolled back completely; no later migration ran."
                 else:
