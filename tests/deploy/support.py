@@ -3,7 +3,7 @@
 - ``LocalAws``: an HTTP server speaking the Lambda Invoke REST API (POST
   /2015-03-31/functions/{name}/invocations) and Secrets Manager's GetSecretValue (answered from
   moto in this process). boto3 reaches it through AWS_ENDPOINT_URL_LAMBDA /
-  AWS_ENDPOINT_URL_SECRETSMANAGER, so the functions' code runs unchanged.
+  AWS_ENDPOINT_URL_SECRETS_MANAGER, so the functions' code runs unchanged.
 - ``DelayedProxy``: a TCP port that refuses connections for a few seconds, then forwards to the
   real PostgreSQL (an Aurora cluster resuming from auto-pause).
 - ``make_tls_files``: a test CA and a server certificate for 127.0.0.1, so the runner's
