@@ -65,6 +65,8 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"PhysicalResourceId": physical_id}
     if request not in ("Create", "Update"):
         raise MigrationDeployError(f"unknown CloudFormation request type {request!r}")
+    if not properties.get("MigrationsDigest"):
+        raise MigrationDeployError("the resource's properties lack MigrationsDigest: stack and function disagree")
     reason = _nothing_to_apply(event, build_manifest(MIGRATIONS_DIR).digest)
     if reason:
         _log(f"↩️  {request} ({environment}): {reason}; the schema is left as it is (forward-only)")

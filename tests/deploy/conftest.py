@@ -207,3 +207,4 @@ def deployment(
         result = Deployment(asset_root, database, aws, secret["ARN"])
         aws.functions[RUNNER_FUNCTION] = result.run_runner
         yield result
+    assert result.runner_failures == []  # the runner answers every problem with a document

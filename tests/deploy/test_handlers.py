@@ -312,3 +312,36 @@ def test_status_with_the_database_unreachable_answers_an_error_document(deployme
 
     assert answer["ok"] is False and answer["kind"] == "ConnectionFailedError"
     assert "could not connect" in answer["error"]
+
+
+def test_with_a_secrets_endpoint_the_runner_reads_the_secret_itself(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECRETS_IN_VPC", "1")  # the runner's DATABASE_SECRET_ARN is this process's too
+    deployment.write(FIRST)
+
+    result = deployment.create()
+
+    assert result["Data"]["AppliedCount"] == "2"
+    [(_name, payload)] = deployment.aws.invocations
+    assert "credentials" not in payload
+
+
+def test_a_runner_killed_by_lambda_fails_the_deploy_with_lambdas_reason(deployment: Deployment) -> None:
+    deployment.write(FIRST)
+    timed_out = {"errorMessage": "2026-11-25T10:42:13Z 3f2a Task timed out after 600.00 seconds",
+                 "errorType": "Sandbox.Timedout"}  # fmt: skip
+    deployment.aws.functions[RUNNER_FUNCTION] = lambda _payload: (timed_out, True)
+
+    with pytest.raises(MigrationDeployError, match=f"{RUNNER_FUNCTION} failed: .*Task timed out after 600.00"):
+        deployment.create()
+
+
+def test_properties_without_the_digest_are_refused(deployment: Deployment) -> None:
+    deployment.write(FIRST)
+    properties = deployment.properties()
+    del properties["MigrationsDigest"]
+
+    with pytest.raises(MigrationDeployError, match="lack MigrationsDigest"):
+        deployment.send(cfn_event("Create", properties))
+    assert deployment.aws.invocations == []
