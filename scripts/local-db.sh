@@ -22,13 +22,15 @@ pinned=$(sed -n 's/^POSTGRES_VERSION = "\(.*\)"$/\1/p' "$root/stacks/settings.py
 
 fail() { echo "local-db: $*" >&2; exit 1; }
 is_root() { [ "$(id -u)" = 0 ]; }
+# shellcheck disable=SC2012 # ls: portable, GNU and BSD stat differ
 owner() { ls -ld "$1" | awk '{print $3}'; }
 
 # Where the cluster lives: recorded at creation; as root a per-project directory under
 # /var/lib that the server user can traverse (the project itself may sit in a private /root).
 server_home() {
   local id
-  id=$(printf '%s' "$state" | { command -v sha256sum >/dev/null && sha256sum || shasum -a 256; } | cut -c1-12)
+  if command -v sha256sum >/dev/null; then id=$(printf '%s' "$state" | sha256sum); else id=$(printf '%s' "$state" | shasum -a 256); fi
+  id=${id:0:12}
   echo "/var/lib/pg-schema-deploy/$id"
 }
 if [ -f "$state/datadir" ]; then
@@ -48,7 +50,8 @@ as_server_user() {
   if command -v runuser >/dev/null; then
     (cd / && runuser -u "$server_user" -- "$@")
   else
-    (cd / && sudo -u "$server_user" -- "$@")
+    # shellcheck disable=SC2016 # expanded by the server user's shell
+    (cd / && su -s /bin/sh -c 'exec "$0" "$@"' "$server_user" -- "$@")
   fi
 }
 
@@ -56,6 +59,9 @@ as_server_user() {
 # `bindir` (what the server user runs) and `version`.
 find_binaries() {
   local source
+  if is_root && ! id "$server_user" >/dev/null 2>&1; then
+    fail "running as root needs an OS user '$server_user' for the server (LOCAL_PG_OS_USER)"
+  fi
   if [ -n "${PG_BINDIR:-}" ]; then
     source="$PG_BINDIR"
     [ -x "$source/postgres" ] && [ -x "$source/initdb" ] && [ -x "$source/pg_ctl" ] \
@@ -80,6 +86,7 @@ find_binaries() {
     echo "local-db: ⚠️  PG_BINDIR runs PostgreSQL $version; the stacks deploy $pinned" >&2
   fi
   bindir="$source"
+  # shellcheck disable=SC2016 # expanded by the server user's shell
   if is_root && ! as_server_user sh -c '"$1/postgres" -V && { [ ! -d "$1/../share/postgresql" ] || [ -r "$1/../share/postgresql/postgres.bki" ]; }' \
       _ "$source" >/dev/null 2>&1; then
     copy_binaries "$source"
@@ -117,7 +124,6 @@ create() {
     [ "$tries" -lt 50 ] || fail "no free port near ${LOCAL_PG_PORT:-54329}"
   done
   if is_root; then
-    id "$server_user" >/dev/null 2>&1 || fail "running as root needs an OS user '$server_user' for the server (LOCAL_PG_OS_USER)"
     make_server_home
     echo "$state" > "$(dirname "$data")/project"
   fi
