@@ -68,7 +68,7 @@ def server_home(state: Path) -> Path | None:
     return Path(recorded.read_text().strip()).parent if recorded.exists() else None
 
 
-def server_os_user(state: Path, data: Path) -> str:
+def server_os_user(data: Path) -> str:
     pid = (data / "postmaster.pid").read_text().split()[0]
     return subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True, check=True).stdout.strip()
 
@@ -79,8 +79,6 @@ def private_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="local-db-test-"))
     assert directory.stat().st_mode & 0o777 == 0o700
     yield directory
-    for script in directory.rglob("local-db.sh"):
-        subprocess.run([str(script), "destroy"], env=clean_env(), capture_output=True, check=False)
     for initdb_log in directory.rglob("initdb.log"):
         subprocess.run([str(LOCAL_DB), "destroy"], env=clean_env(LOCAL_PG_DIR=str(initdb_log.parent)),
                        capture_output=True, check=False)
@@ -95,7 +93,7 @@ def test_lifecycle_and_migrations_with_state_in_a_private_directory(private_dir:
     home = server_home(state)
     if IS_ROOT:
         assert home is not None and home.parent == SERVER_HOMES
-        assert server_os_user(state, home / "data") == "nobody"
+        assert server_os_user(home / "data") == "nobody"
     else:
         assert home is None and (state / "data" / "PG_VERSION").exists()
 
@@ -129,7 +127,7 @@ def test_as_root_with_the_project_in_a_private_directory(private_dir: Path) -> N
     assert home is not None
     # nobody cannot reach node_modules under the 0700 directory: it runs a copy it can read.
     assert (home / "pg" / ".source").read_text().split()[-1] == POSTGRES_VERSION
-    assert server_os_user(state, home / "data") == "nobody"
+    assert server_os_user(home / "data") == "nobody"
     assert "running" in local_db("status", state, script=script).stdout
     assert "stopped" in local_db("stop", state, script=script).stdout
     assert "Creating" not in local_db("start", state, script=script).stdout

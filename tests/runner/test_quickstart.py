@@ -20,6 +20,8 @@ from .test_local_db import clean_env, free_port
 
 def fresh_copy(destination: Path) -> None:
     """The repository's files as `git clone` gives them (with uncommitted edits): no .venv, node_modules, .local."""
+    if shutil.which("git") is None:
+        pytest.skip("git is needed to list the repository's files")
     listed = subprocess.run(
         ["git", "-C", str(PROJECT_ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         capture_output=True, check=False,
