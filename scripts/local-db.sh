@@ -42,7 +42,8 @@ else
 fi
 server_user="${LOCAL_PG_OS_USER:-nobody}"
 make_server_home() { install -d -m 0755 "$(dirname "$(dirname "$data")")" "$(dirname "$data")"; }
-if is_root && [ -d "$data" ]; then server_user=$(owner "$data"); fi
+# An existing cluster keeps the OS user it was made with.
+if is_root && [ -d "$data" ] && [ "$(owner "$data")" != root ]; then server_user=$(owner "$data"); fi
 
 as_server_user() {
   if ! is_root; then "$@"; return; fi
@@ -80,7 +81,8 @@ find_binaries() {
     [ -x "$source/postgres" ] || "$root/scripts/setup.sh" node >&2
     [ -x "$source/postgres" ] || fail "$source/postgres is missing; run scripts/setup.sh (npm must not omit optional dependencies)"
   fi
-  version=$("$source/postgres" -V | sed 's/.* //')
+  version=$("$source/postgres" -V | sed -n 's/^postgres (PostgreSQL) \([0-9][0-9.]*\).*/\1/p')
+  [ -n "$version" ] || fail "$source/postgres -V did not report a PostgreSQL version"
   if [ "$version" != "$pinned" ]; then
     [ -n "${PG_BINDIR:-}" ] || fail "node_modules holds PostgreSQL $version but POSTGRES_VERSION is $pinned; run scripts/setup.sh"
     echo "local-db: ⚠️  PG_BINDIR runs PostgreSQL $version; the stacks deploy $pinned" >&2
@@ -100,6 +102,8 @@ copy_binaries() {
   installed="$(cd "$1/.." && pwd)"
   copy="$(dirname "$data")/pg"
   stamp="$installed $version"
+  [ -f "$installed/share/postgresql/postgres.bki" ] || [ -f "$installed/share/postgres.bki" ] \
+    || fail "the server user '$server_user' cannot run $1/postgres; install PostgreSQL where it can"
   if [ "$(cat "$copy/.source" 2>/dev/null)" != "$stamp" ]; then
     make_server_home
     rm -rf "$copy" "$copy.new"
