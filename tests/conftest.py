@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,24 +29,33 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def postgresql_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NoopExecutor]:
-    """The session's server (stopped and deleted at the end), with a template database."""
-    state = tmp_path_factory.mktemp("local-db") / "postgres"
+@contextmanager
+def local_server(state: Path) -> Iterator[tuple[NoopExecutor, Path]]:
+    """A server started by scripts/local-db.sh with its state in ``state`` (destroyed at the end),
+    with a template database; yields it and its data directory (owned by the server's OS user)."""
     environment = {**os.environ, "LOCAL_PG_DIR": str(state), "LOCAL_PG_PORT": str(_free_port())}
     started = subprocess.run([str(LOCAL_DB), "start"], env=environment, capture_output=True, text=True, check=False)
     try:
         if started.returncode != 0:
             pytest.fail(f"scripts/local-db.sh start failed:\n{started.stdout}{started.stderr}", pytrace=False)
+        recorded = state / "datadir"  # as root the data lives where the server's OS user can reach it
+        data = Path(recorded.read_text().strip()) if recorded.is_file() else state / "data"
         server = NoopExecutor(
             host="127.0.0.1", port=(state / "port").read_text().strip(), user="postgres", options="", dbname="tests"
         )
         with DatabaseJanitor(
             user=server.user, host=server.host, port=server.port, dbname=server.template_dbname, as_template=True
         ):
-            yield server
+            yield server, data
     finally:
         subprocess.run([str(LOCAL_DB), "destroy"], env=environment, capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def postgresql_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NoopExecutor]:
+    """The session's server (stopped and deleted at the end), with a template database."""
+    with local_server(tmp_path_factory.mktemp("local-db") / "postgres") as (server, _data):
+        yield server
 
 
 postgresql = factories.postgresql("postgresql_proc")

@@ -11,10 +11,10 @@ Secrets Manager is moto; Lambda Invoke is a local HTTP server (support.LocalAws)
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,9 @@ from typing import Any
 import psycopg
 import pytest
 from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor
 
-from tests.conftest import PG_CTL
+from tests.conftest import local_server
 from tests.deploy.support import FakeContext, LocalAws, cfn_event, make_tls_files, resource_properties
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -47,36 +48,41 @@ host    all all 127.0.0.1/32 trust
 host    all all ::1/128 trust
 """
 
-_tls_proc_factory = factories.postgresql_proc(
-    executable=str(PG_CTL),
-    host="127.0.0.1",
-    port=None,
-    postgres_options=(
-        f"-c ssl=on -c ssl_cert_file={TLS_DIR}/server.crt -c ssl_key_file={TLS_DIR}/server.key "
-        f"-c hba_file={TLS_DIR}/pg_hba.conf"
-    ),
-)
 tls_postgresql = factories.postgresql("postgresql_tls_proc")
 
 
 @pytest.fixture(scope="session")
 def tls_files() -> Iterator[Path]:
-    """The test CA, the server's certificate and key (readable by the server's OS user), pg_hba.conf."""
-    ca, certificate, key = make_tls_files(TLS_DIR)
-    (TLS_DIR / "pg_hba.conf").write_text(_HBA)
-    TLS_DIR.chmod(0o755)
-    if os.geteuid() == 0:
-        server_user = pwd.getpwnam(os.environ.get("PG_TEST_OS_USER", "postgres"))
-        for path in (certificate, key, TLS_DIR / "pg_hba.conf"):
-            os.chown(path, server_user.pw_uid, server_user.pw_gid)
-    key.chmod(0o600)
+    """The test CA, and the server's certificate and key."""
+    ca, _certificate, _key = make_tls_files(TLS_DIR)
     yield ca
     shutil.rmtree(TLS_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def postgresql_tls_proc(tls_files: Path, request: pytest.FixtureRequest) -> Any:
-    return request.getfixturevalue("_tls_proc_factory")
+def postgresql_tls_proc(tls_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NoopExecutor]:
+    """A second local-db.sh server, switched to TLS with the test certificate and to a pg_hba.conf
+    that admits the migration login only over TLS with its password (both reloadable settings)."""
+    with local_server(tmp_path_factory.mktemp("local-db-tls") / "postgres") as (server, data):
+        owner = data.stat()
+        for name in ("server.crt", "server.key"):
+            shutil.copyfile(TLS_DIR / name, data / name)
+        (data / "pg_hba.conf").write_text(_HBA)
+        for name in ("server.crt", "server.key", "pg_hba.conf"):
+            os.chown(data / name, owner.st_uid, owner.st_gid)
+            (data / name).chmod(0o600)
+        admin = f"host={server.host} port={server.port} dbname=postgres user={server.user}"
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute("ALTER SYSTEM SET ssl = on")
+            connection.execute("SELECT pg_reload_conf()")
+        for _ in range(100):  # the reload is asynchronous: new sessions see it once the postmaster has
+            with psycopg.connect(admin) as connection:
+                if connection.execute("SELECT current_setting('ssl')").fetchone() == ("on",):
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the TLS test server did not turn ssl on", pytrace=False)
+        yield server
 
 
 @dataclass
