@@ -10,18 +10,24 @@ from constructs import Construct
 
 from stacks.common import companion_removal_policy
 from stacks.database import AuroraServerlessDatabase, DatabaseSecurityGroups, PostgresDatabase, RdsFreeDatabase
-from stacks.migration.asset import build_migration_asset
+from stacks.migration.asset import AssetBuildError, build_migration_asset
 from stacks.migration.schema_migration import SchemaMigration
 from stacks.network import DatabaseNetwork
-from stacks.settings import EnvironmentSettings, Flavour
+from stacks.settings import EnvironmentSettings, Flavour, SettingsError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @cache
 def project_migration_asset() -> Path:
-    """The Lambda asset (handlers, runner core, migrations, psycopg), built once per synth for all stacks."""
-    return build_migration_asset(PROJECT_ROOT)
+    """The Lambda asset (handlers, runner core, migrations, psycopg), built once per synth for all stacks.
+
+    A build failure (say, no network for a first download of psycopg's wheels) is one line from app.py.
+    """
+    try:
+        return build_migration_asset(PROJECT_ROOT)
+    except AssetBuildError as error:
+        raise SettingsError(f"the deploy-time migration asset cannot be built: {error}") from None
 
 
 class DatabaseStack(Stack):
