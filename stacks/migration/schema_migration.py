@@ -30,7 +30,7 @@ from constructs import Construct, IConstruct
 
 from database.migrator.errors import InvalidMigrationError
 from database.migrator.manifest import Manifest, build_manifest
-from stacks.common import companion_removal_policy, log_retention
+from stacks.common import companion_removal_policy
 from stacks.compliance import acknowledge
 from stacks.database.base import PostgresDatabase
 from stacks.settings import EnvironmentSettings, SettingsError
@@ -52,6 +52,15 @@ _VPC_NETWORK_INTERFACE_ACTIONS = [
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
 ]
+
+
+def function_names(settings: EnvironmentSettings) -> dict[str, str]:
+    """Fixed names (pg-schema-deploy-<env>-...), so that logs sit at /aws/lambda/<name>."""
+    return {
+        "deploy": f"{settings.identifier}-migrate",
+        "runner": f"{settings.identifier}-migration-runner",
+        "provider": f"{settings.identifier}-migration-provider",
+    }
 
 
 def migration_properties(manifest: Manifest, environment: str, database_token: str) -> dict[str, object]:
@@ -93,10 +102,9 @@ class SchemaMigration(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         migration = settings.migration
+        names = function_names(settings)
         self.manifest = _manifest_of(asset_directory)
         code = lambda_.Code.from_asset(str(asset_directory))
-        retention = log_retention(settings.log_retention_days)
-        log_removal = companion_removal_policy(settings.removal)
         secret_arn = database.secret.secret_arn
 
         self.runner_security_group = ec2.SecurityGroup(
@@ -122,7 +130,6 @@ class SchemaMigration(Construct):
             runner_environment["DATABASE_SECRET_ARN"] = secret_arn
         _set_only_egress(self.runner_security_group, runner_egress)
 
-        runner_log_group = logs.LogGroup(self, "RunnerLog", retention=retention, removal_policy=log_removal)
         runner_role = iam.Role(
             self,
             "RunnerRole",
@@ -136,7 +143,6 @@ class SchemaMigration(Construct):
                 )
             },
         )
-        runner_log_group.grant_write(runner_role)
         if migration.secrets_manager_endpoint:
             runner_role.add_to_policy(
                 iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret_arn])
@@ -153,20 +159,18 @@ class SchemaMigration(Construct):
             memory_size=migration.memory_mb,
             environment=runner_environment,
             role=runner_role,
-            log_group=runner_log_group,
+            function_name=names["runner"],
             vpc=database.vpc,
             vpc_subnets=database.subnets,
             security_groups=[self.runner_security_group],
         )
 
-        deploy_log_group = logs.LogGroup(self, "DeployLog", retention=retention, removal_policy=log_removal)
         deploy_role = iam.Role(
             self,
             "DeployRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"pg-schema-deploy {settings.name}: migration deploy step (reads the secret, calls the runner)",
         )
-        deploy_log_group.grant_write(deploy_role)
         deploy_role.add_to_policy(
             iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.runner_function.function_arn])
         )
@@ -191,24 +195,28 @@ class SchemaMigration(Construct):
                 "SECRETS_IN_VPC": "1" if migration.secrets_manager_endpoint else "0",
             },
             role=deploy_role,
-            log_group=deploy_log_group,
+            function_name=names["deploy"],
         )
 
-        provider_log_group = logs.LogGroup(self, "ProviderLog", retention=retention, removal_policy=log_removal)
         provider_role = iam.Role(
             self,
             "ProviderRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"pg-schema-deploy {settings.name}: CDK provider framework (invokes the deploy step)",
         )
-        provider_log_group.grant_write(provider_role)
         self.provider = cr.Provider(
             self,
             "Provider",
             on_event_handler=self.deploy_function,
-            log_group=provider_log_group,
             framework_on_event_role=provider_role,
+            provider_function_name=names["provider"],
         )
+        framework_function = self.provider.node.find_child("framework-onEvent")
+        assert isinstance(framework_function, lambda_.Function)
+        functions = {"runner": self.runner_function, "deploy": self.deploy_function, "provider": framework_function}
+        for role, function in functions.items():
+            _keep_logs(function, names[role], settings)
+            _accept_role_dependency(function)
 
         self.resource = CustomResource(
             self,
@@ -226,9 +234,6 @@ class SchemaMigration(Construct):
             self.resource.node.add_dependency(self.secrets_endpoint, endpoint_security_group)
 
         self._acknowledge_findings(settings, provider_role)
-        framework_function = self.provider.node.find_child("framework-onEvent")
-        for function in (self.runner_function, self.deploy_function, framework_function):
-            _accept_role_dependency(function)
 
     def _secrets_manager_endpoint(self, settings: EnvironmentSettings, database: PostgresDatabase) -> ec2.SecurityGroup:
         """An interface endpoint in the database subnets that only the runner's group may reach; its group."""
@@ -331,6 +336,24 @@ def _database_parts_besides_itself(database: PostgresDatabase) -> list[Construct
         for child in database.resource.node.find_all()
         if isinstance(child, CfnResource) and child.node.path != own.node.path
     ]
+
+
+def _keep_logs(function: lambda_.Function, function_name: str, settings: EnvironmentSettings) -> None:
+    """The environment's retention and removal on the function's /aws/lambda/<name> log group, and
+    the right to write there (the roles carry no account-wide CloudWatch Logs grant).
+
+    The group is the one aws-cdk-lib creates under @aws-cdk/aws-lambda:useCdkManagedLogGroup, at
+    Lambda's default name: the Provider framework's failure message points there ("Logs:
+    /aws/lambda/<name>"). The name is written out, not a Ref of the function: the function depends
+    on its role's policy, which names this group, so a Ref would close a cycle.
+    """
+    log_group = function.log_group
+    cfn_log_group = log_group.node.default_child
+    assert isinstance(cfn_log_group, logs.CfnLogGroup) and function.role is not None
+    cfn_log_group.log_group_name = f"/aws/lambda/{function_name}"
+    cfn_log_group.retention_in_days = settings.log_retention_days
+    log_group.apply_removal_policy(companion_removal_policy(settings.removal))
+    log_group.grant_write(function.role)
 
 
 def _accept_role_dependency(function: IConstruct) -> None:

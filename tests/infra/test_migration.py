@@ -91,6 +91,13 @@ class Migration:
         properties: dict[str, Any] = self.resource(logical_id)["Properties"]
         return properties
 
+    def log_group_id(self, function_id: str) -> str:
+        """The function's log group: Lambda's default /aws/lambda/<function name>, created by the stack."""
+        name = f"/aws/lambda/{self.function(function_id)['FunctionName']}"
+        groups = resources(self.template, "AWS::Logs::LogGroup")
+        (found,) = [lid for lid, group in groups.items() if group["Properties"].get("LogGroupName") == name]
+        return found
+
     def role_id(self, function_id: str) -> str:
         role_id: str = self.function(function_id)["Role"]["Fn::GetAtt"][0]
         return role_id
@@ -232,7 +239,7 @@ def test_runner_egress_is_the_database_port_only(synth: Synth, env: str) -> None
 def test_deploy_role_reads_only_this_secret_and_invokes_only_the_runner(synth: Synth, env: str) -> None:
     template = synth.json[env]
     migration = migration_of(template)
-    log_group = migration.function(migration.deploy_id)["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = migration.log_group_id(migration.deploy_id)
     assert sorted(migration.statements(migration.deploy_id), key=json.dumps) == sorted(
         [
             {"Action": LOG_ACTIONS, "Effect": "Allow", "Resource": get_att(log_group, "Arn")},
@@ -246,7 +253,7 @@ def test_deploy_role_reads_only_this_secret_and_invokes_only_the_runner(synth: S
 def test_runner_role_manages_its_network_interfaces_and_writes_its_log(synth: Synth, env: str) -> None:
     template = synth.json[env]
     migration = migration_of(template)
-    log_group = migration.function(migration.runner_id)["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = migration.log_group_id(migration.runner_id)
     assert sorted(migration.statements(migration.runner_id), key=json.dumps) == sorted(
         [
             {"Action": ENI_ACTIONS, "Effect": "Allow", "Resource": "*"},
@@ -259,7 +266,7 @@ def test_runner_role_manages_its_network_interfaces_and_writes_its_log(synth: Sy
 def test_provider_framework_role_invokes_only_the_deploy_function(synth: Synth, env: str) -> None:
     template = synth.json[env]
     migration = migration_of(template)
-    log_group = migration.function(migration.framework_id)["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = migration.log_group_id(migration.framework_id)
     deploy_arn = get_att(migration.deploy_id, "Arn")
     assert sorted(migration.statements(migration.framework_id), key=json.dumps) == sorted(
         [
@@ -338,19 +345,37 @@ def test_runs_after_the_writer_and_the_network_path(synth: Synth, env: str) -> N
     assert from_runner and set(from_runner) <= depends_on
 
 
-def test_log_groups_retention_and_removal(synth: Synth, env: str) -> None:
+def test_fixed_function_names_and_their_log_groups(synth: Synth, env: str) -> None:
     template = synth.json[env]
     migration = migration_of(template)
     settings = ENVIRONMENTS[env]
-    log_ids = {
-        migration.function(function_id)["LoggingConfig"]["LogGroup"]["Ref"]
+    names = {
+        migration.function(function_id)["FunctionName"]
         for function_id in (migration.runner_id, migration.deploy_id, migration.framework_id)
     }
-    assert len(log_ids) == 3
-    for log_id in log_ids:
-        group = migration.resource(log_id)
+    assert names == {
+        f"pg-schema-deploy-{env}-migrate",
+        f"pg-schema-deploy-{env}-migration-runner",
+        f"pg-schema-deploy-{env}-migration-provider",
+    }
+    for function_id in (migration.runner_id, migration.deploy_id, migration.framework_id):
+        assert "LogGroup" not in migration.function(function_id).get("LoggingConfig", {})  # Lambda's default
+        group = migration.resource(migration.log_group_id(function_id))
         assert group["Properties"]["RetentionInDays"] == settings.log_retention_days
         assert group["DeletionPolicy"] == ("Delete" if env == "testing" else "Retain")
+        # the stack creates it before the function: the role's policy names it, the function needs the policy
+        log_statement = {
+            "Action": LOG_ACTIONS,
+            "Effect": "Allow",
+            "Resource": get_att(migration.log_group_id(function_id), "Arn"),
+        }
+        assert log_statement in migration.statements(function_id)
+        (policy_id,) = [
+            lid
+            for lid, policy in resources(template, "AWS::IAM::Policy").items()
+            if policy["Properties"]["Roles"] == [{"Ref": migration.role_id(function_id)}]
+        ]
+        assert policy_id in migration.resource(function_id)["DependsOn"]
 
 
 def test_migration_outputs_are_not_exported(synth: Synth, env: str) -> None:

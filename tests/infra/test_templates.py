@@ -138,7 +138,7 @@ def test_log_groups_are_created_before_the_database(synth: Synth, env: str) -> N
     names = {
         lid: group["Properties"]["LogGroupName"]
         for lid, group in resources(template, "AWS::Logs::LogGroup").items()
-        if "LogGroupName" in group["Properties"]
+        if group["Properties"].get("LogGroupName", "").startswith("/aws/rds/")  # the functions': test_migration.py
     }
     exports = database["Properties"]["EnableCloudwatchLogsExports"]
     assert sorted(names.values()) == sorted(f"/aws/rds/{kind}/pg-schema-deploy-{env}/{log}" for log in exports)
