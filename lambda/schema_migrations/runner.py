@@ -1,0 +1,229 @@
+"""The in-VPC migration function: runs the unchanged runner core against the environment's database.
+
+Invoked only by the deploy function (never by CloudFormation directly), with one of:
+
+    {"action": "apply", "digest": <manifest digest the deploy expects>, "credentials": {...}}
+    {"action": "status" | "dry-run", "credentials": {...}}
+
+``credentials`` is the database secret's host, port, dbname, username and password, read by the
+deploy function outside the VPC (this function's subnets have no route to Secrets Manager). When
+the environment has a Secrets Manager endpoint, the payload carries none and this function reads
+DATABASE_SECRET_ARN itself.
+
+It answers with a JSON object and never raises for a migration problem:
+    {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version", ...}
+    {"ok": false, "error": <message, paths relative to the asset>, "kind": <error class>, "applied": [...]}
+
+TLS is always on: sslmode=verify-full against the Amazon RDS CA bundle shipped beside the code.
+The whole run fits in the invocation: connect retries (an Aurora cluster resuming from auto-pause),
+the lock wait and every statement are bounded by the remaining time, and the core stops between
+migrations when too little is left. The guide's log lines go to stdout (CloudWatch), without the
+password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from psycopg.conninfo import make_conninfo
+
+from database.cli.render import HumanRenderer
+from database.migrator.errors import MigrationError
+from database.migrator.events import Applied, Connected, Event, Notice, Planned
+from database.migrator.manifest import build_manifest
+from database.migrator.orchestration import RunnerSettings, apply, read_status
+from database.migrator.postgres import ConnectSettings
+from database.migrator.redaction import scrub
+from database.migrator.report import status_to_dict
+
+ASSET_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = ASSET_ROOT / "database" / "migrations"
+CA_BUNDLE = ASSET_ROOT / "rds-ca-bundle.pem"
+
+# Kept back from the invocation's remaining time for turning the result into the answer.
+ANSWER_RESERVE_SECONDS = 2.0
+# Statements end this long before that; a migration starts only with twice this much left.
+MARGIN_SECONDS = 15.0
+# Long enough for an Aurora cluster resuming from auto-pause (15-30 s), with retries.
+CONNECT_TIMEOUT_SECONDS = 120.0
+LOCK_WAIT_SECONDS = 300.0
+LOCK_TIMEOUT = "5s"  # a migration's DDL waiting behind the application's queries: fail, don't block them
+STATEMENT_TIMEOUT = "10min"  # lowered further to the time left in the invocation
+
+_CREDENTIAL_FIELDS = ("host", "port", "dbname", "username", "password")
+
+
+class LambdaContext(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+class RequestError(MigrationError):
+    """The invocation asked for something this function cannot do (a bad payload)."""
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - ANSWER_RESERVE_SECONDS
+    environment = os.environ.get("ENVIRONMENT_NAME", "unknown")
+    action = event.get("action")
+    credentials = event.get("credentials")
+    password = str(credentials.get("password") or "") if isinstance(credentials, dict) else ""
+    log = _ScrubbingWriter(password)
+    report = _Report()
+    renderer = HumanRenderer(log, log, quiet=False)  # type: ignore[arg-type]
+
+    def emit(event: Event) -> None:
+        report.event(event)
+        renderer.event(event)
+
+    try:
+        if action not in ("apply", "status", "dry-run"):
+            raise RequestError(f"unknown action {action!r}: expected apply, status or dry-run")
+        if not isinstance(credentials, dict):
+            credentials = _secret_from_environment()
+            log.secrets.append(str(credentials.get("password") or ""))
+        settings = _settings(credentials, environment, deadline)
+        renderer.start("apply" if action == "apply" else "status")
+        if action == "apply":
+            _check_digest(event.get("digest"))
+            result = apply(settings, emit)
+            renderer.finished(result)
+            answer: dict[str, Any] = {"applied": report.applied, "schema_version": report.schema_version()}
+        else:
+            status = read_status(settings, emit)
+            renderer.status(status)
+            if action == "dry-run":
+                renderer.dry_run(status)
+            answer = {"status": status_to_dict(status, ASSET_ROOT)}
+        answer.update(ok=True, mode=action, environment=environment)
+    except MigrationError as error:
+        renderer.error(error)
+        answer = {
+            "ok": False,
+            "error": relative_paths(str(error)),
+            "kind": type(error).__name__,
+            "applied": report.applied,
+            "total": report.total,
+        }
+    answer.update(server_version=report.server_version, notices=report.notices)
+    return _scrubbed(answer, log.secrets)  # type: ignore[return-value]
+
+
+def relative_paths(message: str) -> str:
+    """The core names files by absolute path; /var/task/database/... means nothing to a reader."""
+    return message.replace(f"{ASSET_ROOT}/", "")
+
+
+def _settings(credentials: dict[str, Any], environment: str, deadline: float) -> RunnerSettings:
+    missing = [field for field in _CREDENTIAL_FIELDS if not credentials.get(field)]
+    if missing:
+        raise RequestError(f"the database credentials lack {', '.join(missing)}")
+    conninfo = make_conninfo(
+        "",
+        host=str(credentials["host"]),
+        port=str(credentials["port"]),
+        dbname=str(credentials["dbname"]),
+        user=str(credentials["username"]),
+        password=str(credentials["password"]),
+        sslmode="verify-full",
+        sslrootcert=str(CA_BUNDLE),
+    )
+    left = deadline - time.monotonic()
+    return RunnerSettings(
+        migrations_dir=MIGRATIONS_DIR,
+        connect=ConnectSettings(
+            conninfo=conninfo,
+            total_timeout_seconds=max(1.0, min(CONNECT_TIMEOUT_SECONDS, left - 2 * MARGIN_SECONDS)),
+            lock_timeout=LOCK_TIMEOUT,
+            statement_timeout=STATEMENT_TIMEOUT,
+        ),
+        applied_by=f"deploy:{environment}",
+        lock_wait_seconds=LOCK_WAIT_SECONDS,
+        deadline=deadline,
+        deadline_margin_seconds=MARGIN_SECONDS,
+    )
+
+
+def _check_digest(expected: object) -> None:
+    """Both functions share one asset; a mismatch means they were deployed from different builds."""
+    carried = build_manifest(MIGRATIONS_DIR).digest
+    if expected != carried:
+        raise RequestError(
+            f"this function carries migrations with digest {carried[:12]}, the deploy asked for "
+            f"{str(expected)[:12]}: the two functions come from different builds; deploy again"
+        )
+
+
+def _secret_from_environment() -> dict[str, Any]:
+    """With a Secrets Manager endpoint in the VPC, this function reads the secret itself."""
+    arn = os.environ.get("DATABASE_SECRET_ARN")
+    if not arn:
+        raise RequestError("no credentials in the payload and no DATABASE_SECRET_ARN to read them from")
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        value = json.loads(secret)
+    except (BotoCoreError, ClientError, ValueError, KeyError) as error:
+        raise RequestError(f"could not read the database secret {arn}: {type(error).__name__}: {error}") from None
+    if not isinstance(value, dict):
+        raise RequestError(f"the database secret {arn} is not a JSON object")
+    return value
+
+
+class _Report:
+    """What the answer needs from the run's events."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.previously_applied: list[str] = []
+        self.total: int | None = None
+        self.server_version: str | None = None
+        self.notices: list[str] = []
+
+    def event(self, event: Event) -> None:
+        match event:
+            case Connected(version):
+                self.server_version = version
+            case Planned(status):
+                self.total = len(status.pending)
+                self.previously_applied = [item.version for item in status.applied]
+            case Applied(version, _):
+                self.applied.append(version)
+            case Notice(message):
+                self.notices.append(message)
+            case _:
+                pass
+
+    def schema_version(self) -> str | None:
+        """The newest migration the database now has (versions start with their number)."""
+        versions = self.previously_applied + self.applied
+        return max(versions, key=lambda version: int(version.split("_", 1)[0])) if versions else None
+
+
+class _ScrubbingWriter:
+    """stdout for the log lines: every known password replaced by ***, paths relative to the asset."""
+
+    def __init__(self, *secrets: str) -> None:
+        self.secrets = [secret for secret in secrets if secret]
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(relative_paths(scrub(text, *self.secrets)))
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def _scrubbed(value: object, secrets: list[str]) -> object:
+    if isinstance(value, str):
+        return scrub(value, *secrets)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, secrets) for item in value]
+    return value

@@ -1,0 +1,210 @@
+"""Fixtures for the deploy-time functions' tests.
+
+The database is a real throwaway PostgreSQL with TLS on (a test CA signs its certificate for
+127.0.0.1) and a pg_hba.conf that admits the migration login only over TLS with a password
+(scram-sha-256): the runner's sslmode=verify-full and its password travel as they would in AWS.
+Only the CA differs from production: tests point the runner at the test CA instead of the
+Amazon RDS bundle (``runner.CA_BUNDLE``); no environment variable or flag weakens TLS.
+Secrets Manager is moto; Lambda Invoke is a local HTTP server (support.LocalAws).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+
+from tests.conftest import PG_CTL
+from tests.deploy.support import FakeContext, LocalAws, cfn_event, make_tls_files, resource_properties
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+if str(PROJECT_ROOT / "lambda") not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT / "lambda"))
+
+from schema_migrations import deploy, runner  # noqa: E402
+
+TLS_DIR = Path(tempfile.gettempdir()) / f"pg-schema-deploy-tls-{os.getpid()}"
+MIGRATION_LOGIN = "migrator"
+# Characters that need quoting in a conninfo string and escaping in a URI.
+PASSWORD = "Zq7'pw\\ord with space%40&x"
+RUNNER_FUNCTION = "PgSchemaDeploy-testing-MigrationRunner"
+REGION = "eu-west-1"
+_HBA = """\
+hostssl all migrator 127.0.0.1/32 scram-sha-256
+host    all migrator 127.0.0.1/32 reject
+local   all all trust
+host    all all 127.0.0.1/32 trust
+host    all all ::1/128 trust
+"""
+
+_tls_proc_factory = factories.postgresql_proc(
+    executable=str(PG_CTL),
+    host="127.0.0.1",
+    port=None,
+    postgres_options=(
+        f"-c ssl=on -c ssl_cert_file={TLS_DIR}/server.crt -c ssl_key_file={TLS_DIR}/server.key "
+        f"-c hba_file={TLS_DIR}/pg_hba.conf"
+    ),
+)
+tls_postgresql = factories.postgresql("postgresql_tls_proc")
+
+
+@pytest.fixture(scope="session")
+def tls_files() -> Iterator[Path]:
+    """The test CA, the server's certificate and key (readable by the server's OS user), pg_hba.conf."""
+    ca, certificate, key = make_tls_files(TLS_DIR)
+    (TLS_DIR / "pg_hba.conf").write_text(_HBA)
+    TLS_DIR.chmod(0o755)
+    if os.geteuid() == 0:
+        server_user = pwd.getpwnam(os.environ.get("PG_TEST_OS_USER", "postgres"))
+        for path in (certificate, key, TLS_DIR / "pg_hba.conf"):
+            os.chown(path, server_user.pw_uid, server_user.pw_gid)
+    key.chmod(0o600)
+    yield ca
+    shutil.rmtree(TLS_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgresql_tls_proc(tls_files: Path, request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue("_tls_proc_factory")
+
+
+@dataclass
+class Database:
+    host: str
+    port: int
+    dbname: str
+    admin_conninfo: str  # the fixture's superuser, trusted on the loopback: for test setup only
+    user: str = MIGRATION_LOGIN
+    password: str = PASSWORD
+
+    def secret(self, port: int | None = None) -> dict[str, Any]:
+        """The secret's JSON, shaped like the one RDS generates."""
+        return {
+            "engine": "postgres",
+            "host": self.host,
+            "port": port or self.port,
+            "dbname": self.dbname,
+            "username": self.user,
+            "password": self.password,
+        }
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.admin_conninfo, autocommit=True) as connection:
+            return connection.execute(sql.encode()).fetchall()
+
+
+@pytest.fixture
+def database(tls_postgresql: psycopg.Connection[Any]) -> Database:
+    """A fresh database owned by the migration login, reachable only over TLS with its password."""
+    info = tls_postgresql.info
+    admin = f"host={info.host} port={info.port} dbname={info.dbname} user={info.user}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (MIGRATION_LOGIN,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        connection.execute(f"{verb} ROLE {MIGRATION_LOGIN} LOGIN PASSWORD {psycopg.sql.quote(PASSWORD)}".encode())
+        connection.execute(f'ALTER DATABASE "{info.dbname}" OWNER TO {MIGRATION_LOGIN}'.encode())
+    return Database(info.host, info.port, info.dbname, admin)
+
+
+@dataclass
+class Deployment:
+    """The deploy function as the Provider framework calls it, its runner behind Lambda Invoke,
+    the secret in Secrets Manager: ``send`` an event, get what the framework would get."""
+
+    asset_root: Path
+    database: Database
+    aws: LocalAws
+    secret_arn: str
+    runner_seconds: float = 120.0  # the runner function's timeout
+    runner_failures: list[BaseException] = field(default_factory=list)
+
+    @property
+    def migrations(self) -> Path:
+        return self.asset_root / "database" / "migrations"
+
+    def write(self, files: dict[str, str]) -> None:
+        self.migrations.mkdir(parents=True, exist_ok=True)
+        for name, sql in files.items():
+            (self.migrations / name).write_text(sql, encoding="utf-8")
+
+    def properties(self, **overrides: Any) -> dict[str, Any]:
+        return resource_properties(self.migrations, **overrides)
+
+    def send(self, event: dict[str, Any], seconds: float = 180.0) -> dict[str, Any]:
+        result: dict[str, Any] = deploy.handler(event, FakeContext(seconds))
+        return result
+
+    def create(self) -> dict[str, Any]:
+        return self.send(cfn_event("Create", self.properties()))
+
+    def update(self, old: dict[str, Any]) -> dict[str, Any]:
+        return self.send(cfn_event("Update", self.properties(), old_properties=old))
+
+    def point_secret_at(self, port: int) -> None:
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name=REGION)
+        client.put_secret_value(SecretId=self.secret_arn, SecretString=_json(self.database.secret(port)))
+
+    def applied_versions(self) -> list[str]:
+        rows = self.database.query("SELECT version FROM schema_migrations ORDER BY version")
+        return [str(row[0]) for row in rows]
+
+    def run_runner(self, payload: dict[str, Any]) -> tuple[Any, bool]:
+        """The runner function in this process, as Lambda would run it (an exception is a FunctionError)."""
+        try:
+            return runner.handler(payload, FakeContext(self.runner_seconds, RUNNER_FUNCTION)), False
+        except Exception as error:  # Lambda reports any exception as a FunctionError
+            self.runner_failures.append(error)
+            return {"errorMessage": str(error), "errorType": type(error).__name__}, True
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@pytest.fixture
+def deployment(
+    tmp_path: Path, database: Database, tls_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Deployment]:
+    from moto import mock_aws
+
+    asset_root = tmp_path / "asset"
+    (asset_root / "database" / "migrations").mkdir(parents=True)
+    monkeypatch.setattr(deploy, "MIGRATIONS_DIR", asset_root / "database" / "migrations")
+    monkeypatch.setattr(runner, "MIGRATIONS_DIR", asset_root / "database" / "migrations")
+    monkeypatch.setattr(runner, "ASSET_ROOT", asset_root)
+    monkeypatch.setattr(runner, "CA_BUNDLE", tls_files)
+    for key in [key for key in os.environ if key.startswith(("AWS_", "PG"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with LocalAws() as aws, mock_aws(config={"core": {"passthrough": {"urls": [r"http://127\.0\.0\.1:\d+/.*"]}}}):
+        import boto3
+
+        secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="PgSchemaDeploy-testing/database", SecretString=_json(database.secret())
+        )
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", aws.url)
+        monkeypatch.setenv("RUNNER_FUNCTION_NAME", RUNNER_FUNCTION)
+        monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])
+        monkeypatch.setenv("ENVIRONMENT_NAME", "testing")
+        monkeypatch.setenv("SECRETS_IN_VPC", "0")
+        result = Deployment(asset_root, database, aws, secret["ARN"])
+        aws.functions[RUNNER_FUNCTION] = result.run_runner
+        yield result
+    assert result.runner_failures == []  # the runner answers every problem with a document

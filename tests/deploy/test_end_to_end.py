@@ -1,0 +1,172 @@
+"""The built asset, run as Lambda runs it: each function's handler in its own CPython 3.13 process
+with nothing on sys.path but the asset folder and boto3 (with its dependencies), through the whole
+chain: CloudFormation event -> deploy function -> Secrets Manager (moto, over HTTP) -> Lambda
+Invoke (local HTTP) -> runner function -> PostgreSQL over verified TLS.
+
+Two sources for the functions' folders and handler names: the asset builder itself, and `cdk.out`
+of a synthesized app (each function's code asset and Handler, as CloudFormation would deploy
+them; skipped while the app defines no migration functions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.migration.asset import CA_BUNDLE_NAME, build_migration_asset
+from tests.deploy.conftest import PROJECT_ROOT, REGION, RUNNER_FUNCTION, Database
+from tests.deploy.support import LocalAws, cfn_event, resource_properties
+
+BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
+# What the Lambda runtime puts beside the code: boto3 and what it imports.
+DEPLOY_HANDLER = "schema_migrations.deploy.handler"
+RUNNER_HANDLER = "schema_migrations.runner.handler"
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
+
+
+def lambda_python() -> str:
+    """The runtime's CPython (3.13) from pyenv, or python3.13 on PATH."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = sorted((root / "versions").glob("3.13.*/bin/python3"), reverse=True)
+    found = [str(path) for path in candidates] + ([shutil.which("python3.13")] if shutil.which("python3.13") else [])
+    if not found:
+        pytest.skip("no CPython 3.13 (the Lambda runtime's version) on this machine")
+    return str(found[0])
+
+
+def runtime_packages(directory: Path) -> Path:
+    site_packages = Path(next(path for path in sys.path if path.endswith("site-packages")))
+    directory.mkdir()
+    for name in RUNTIME_PACKAGES:
+        (directory / name).symlink_to(site_packages / name)
+    return directory
+
+
+def functions_from_builder(_tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    folder = build_migration_asset(PROJECT_ROOT)
+    return {"deploy": (folder, DEPLOY_HANDLER), "runner": (folder, RUNNER_HANDLER)}
+
+
+def functions_from_cdk_out(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Synthesize the app into tmp_path/cdk.out; each migration function's asset folder and handler."""
+    from aws_cdk import App
+
+    from stacks.application import create_stacks
+    from tests.infra.conftest import cdk_json_context
+
+    outdir = tmp_path / "cdk.out"
+    app = App(outdir=str(outdir), context={**cdk_json_context(), "database": "aurora-serverless"})
+    stack = create_stacks(app)[0]
+    app.synth()
+    template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
+    assets = json.loads((outdir / f"{stack.artifact_id}.assets.json").read_text())["files"]
+    found: dict[str, tuple[Path, str]] = {}
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties", {})
+        handler = properties.get("Handler")
+        if resource["Type"] == "AWS::Lambda::Function" and handler in (DEPLOY_HANDLER, RUNNER_HANDLER):
+            asset_hash = str(properties["Code"]["S3Key"]).removesuffix(".zip")
+            found["deploy" if handler == DEPLOY_HANDLER else "runner"] = (
+                outdir / assets[asset_hash]["source"]["path"], handler
+            )
+    if not found:
+        pytest.skip("the app defines no migration functions yet (stacks/migration's construct)")
+    assert set(found) == {"deploy", "runner"}, found
+    return found
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+class AssetFunction:
+    """One function of the asset: ``invoke`` runs its handler in a fresh CPython 3.13 process."""
+
+    def __init__(self, python: str, asset: Path, packages: Path, handler: str, timeout: float, env: dict[str, str]):
+        self.command = [python, "-I", "-S", str(BOOTSTRAP), str(asset), str(packages), handler, str(timeout)]
+        self.timeout = timeout
+        self.env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(asset.parent), **env}
+        self.outside: list[str] = []
+        self.logs: list[str] = []
+
+    def invoke(self, event: dict[str, Any]) -> tuple[Any, bool]:
+        result_file = Path(self.env["HOME"]) / "result.json"
+        run = subprocess.run(
+            [*self.command, str(result_file)], input=json.dumps(event), capture_output=True, text=True,
+            env=self.env, timeout=self.timeout + 30, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        self.logs.append(run.stdout + run.stderr)
+        result = json.loads(result_file.read_text())
+        result_file.unlink()
+        self.outside += result["outside"]
+        return result["answer"], result["failed"]
+
+
+@pytest.mark.parametrize("source", [functions_from_builder, functions_from_cdk_out], ids=["builder", "cdk.out"])
+def test_the_built_asset_runs_the_whole_chain(
+    source: Callable[[Path], dict[str, tuple[Path, str]]], tmp_path: Path, database: Database, tls_files: Path
+) -> None:
+    from moto import mock_aws
+
+    python = lambda_python()
+    functions = source(tmp_path)
+    folders: dict[str, Path] = {}
+    for name, (built, _handler) in functions.items():
+        folders[name] = tmp_path / f"task-{name}"
+        shutil.copytree(built, folders[name])
+        # The shipped RDS bundle must load as it is; the test CA beside it lets the test server verify.
+        bundle = (built / CA_BUNDLE_NAME).read_bytes()
+        assert bundle.count(b"BEGIN CERTIFICATE") > 100
+        (folders[name] / CA_BUNDLE_NAME).write_bytes(bundle + tls_files.read_bytes())
+    before = {name: snapshot(folder) for name, folder in folders.items()}
+    packages = runtime_packages(tmp_path / "runtime")
+    aws_env = {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+    with LocalAws() as aws, mock_aws(config={"core": {"passthrough": {"urls": [r"http://127\.0\.0\.1:\d+/.*"]}}}):
+        import boto3
+
+        secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="PgSchemaDeploy-testing/database", SecretString=json.dumps(database.secret())
+        )
+        runner = AssetFunction(python, folders["runner"], packages, functions["runner"][1], 60,
+                               {**aws_env, "ENVIRONMENT_NAME": "testing"})  # fmt: skip
+        deploy = AssetFunction(python, folders["deploy"], packages, functions["deploy"][1], 120, {
+            **aws_env, "AWS_ENDPOINT_URL_LAMBDA": aws.url, "AWS_ENDPOINT_URL_SECRETS_MANAGER": aws.url,
+            "RUNNER_FUNCTION_NAME": RUNNER_FUNCTION, "DATABASE_SECRET_ARN": secret["ARN"],
+            "ENVIRONMENT_NAME": "testing", "SECRETS_IN_VPC": "0",
+        })  # fmt: skip
+        aws.functions[RUNNER_FUNCTION] = runner.invoke
+        properties = resource_properties(folders["deploy"] / "database" / "migrations")
+
+        created, failed = deploy.invoke(cfn_event("Create", properties))
+        assert not failed, created
+        status, failed = deploy.invoke({"action": "status"})
+        assert not failed, status
+        deleted, failed = deploy.invoke(cfn_event("Delete", properties))
+        assert not failed, deleted
+
+    versions = sorted(path.stem for path in (PROJECT_ROOT / "database" / "migrations").glob("*.sql"))
+    assert created == {
+        "PhysicalResourceId": "schema-migrations-testing",
+        "Data": {"SchemaVersion": versions[-1], "AppliedThisDeploy": ",".join(versions),
+                 "AppliedCount": str(len(versions))},
+    }  # fmt: skip
+    assert status["ok"] is True and status["status"]["pending"] == []
+    assert [item["version"] for item in status["status"]["applied"]] == versions
+    assert deleted == {"PhysicalResourceId": "schema-migrations-testing"}
+    assert aws.secrets_read == 2 and len(aws.invocations) == 2  # Delete read and invoked nothing
+    assert runner.outside == [] and deploy.outside == []  # everything imported came from the asset
+    assert {name: snapshot(folder) for name, folder in folders.items()} == before  # nothing written there
+    assert "🎉 All migrations applied successfully!" in "".join(runner.logs)
+    assert database.password not in "".join(runner.logs + deploy.logs)
