@@ -26,7 +26,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import custom_resources as cr
-from constructs import Construct, IConstruct
+from constructs import Construct
 
 from database.migrator.errors import InvalidMigrationError
 from database.migrator.manifest import Manifest, build_manifest
@@ -41,6 +41,9 @@ DEPLOY_HANDLER = "schema_migrations.deploy.handler"
 RUNNER_HANDLER = "schema_migrations.runner.handler"
 RESOURCE_TYPE = "Custom::SchemaMigrations"
 HTTPS_PORT = 443
+# The deploy function only reads a secret and waits for the runner: the smallest size that keeps
+# boto3's import quick.
+DEPLOY_MEMORY_MB = 256
 
 # What Lambda needs to attach a function to the VPC: the actions of the AWS-managed
 # AWSLambdaVPCAccessExecutionRole, without its account-wide CloudWatch Logs rights.
@@ -111,7 +114,10 @@ class SchemaMigration(Construct):
             self,
             "RunnerSecurityGroup",
             vpc=database.vpc,
-            description=f"pg-schema-deploy {settings.name}: migration runner, egress to PostgreSQL only",
+            description=(
+                f"pg-schema-deploy {settings.name}: migration runner, egress to PostgreSQL "
+                "(and to the Secrets Manager endpoint if enabled) only"
+            ),
             allow_all_outbound=False,
         )
         database.security_group.add_ingress_rule(
@@ -135,8 +141,9 @@ class SchemaMigration(Construct):
             "RunnerRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"pg-schema-deploy {settings.name}: migration runner (VPC network interfaces, its log)",
-            # Inline in the role, not a separate policy: it must outlive the function while Lambda
-            # removes the function's network interfaces on a stack delete.
+            # Inline in the role, not a separate AWS::IAM::Policy: these rights then exist exactly as
+            # long as the role, before the function is created (Lambda checks them) and until after
+            # it is deleted.
             inline_policies={
                 "VpcNetworkInterfaces": iam.PolicyDocument(
                     statements=[iam.PolicyStatement(actions=_VPC_NETWORK_INTERFACE_ACTIONS, resources=["*"])]
@@ -187,7 +194,7 @@ class SchemaMigration(Construct):
             handler=DEPLOY_HANDLER,
             code=code,
             timeout=Duration.seconds(migration.deploy_timeout_seconds),
-            memory_size=256,
+            memory_size=DEPLOY_MEMORY_MB,
             environment={
                 "RUNNER_FUNCTION_NAME": self.runner_function.function_name,
                 "DATABASE_SECRET_ARN": secret_arn,
@@ -233,7 +240,7 @@ class SchemaMigration(Construct):
         if self.secrets_endpoint is not None:
             self.resource.node.add_dependency(self.secrets_endpoint, endpoint_security_group)
 
-        self._acknowledge_findings(settings, provider_role)
+        self._acknowledge_findings(settings, runner_role, provider_role)
 
     def _secrets_manager_endpoint(self, settings: EnvironmentSettings, database: PostgresDatabase) -> ec2.SecurityGroup:
         """An interface endpoint in the database subnets that only the runner's group may reach; its group."""
@@ -260,20 +267,23 @@ class SchemaMigration(Construct):
         self.secrets_endpoint = endpoint
         return endpoint_security_group
 
-    def _acknowledge_findings(self, settings: EnvironmentSettings, provider_role: iam.Role) -> None:
+    def _acknowledge_findings(
+        self, settings: EnvironmentSettings, runner_role: iam.Role, provider_role: iam.Role
+    ) -> None:
         """cdk-nag findings on the functions and their roles, each with why it stays."""
-        stack = Stack.of(self)
         acknowledge(
-            self.runner_function.role or self.runner_function,
+            runner_role,
             "AwsSolutions-IAM5[Resource::*]",
             "Lambda creates, describes and deletes the runner's VPC network interfaces before their ids exist; "
             "EC2 offers no narrower resource for these actions (the same grant as AWS's "
             "AWSLambdaVPCAccessExecutionRole, without its account-wide CloudWatch Logs rights).",
         )
-        deploy_arn = stack.resolve(self.deploy_function.function_arn)["Fn::GetAtt"][0]
+        deploy_resource = self.deploy_function.node.default_child
+        assert isinstance(deploy_resource, CfnResource)
+        deploy_id = Stack.of(self).get_logical_id(deploy_resource)
         acknowledge(
             provider_role,
-            f"AwsSolutions-IAM5[Resource::<{deploy_arn}.Arn>:*]",
+            f"AwsSolutions-IAM5[Resource::<{deploy_id}.Arn>:*]",
             "The CDK Provider framework grants its function invoke on the deploy function and that function's "
             "versions (ARN:*); it can invoke nothing else.",
         )
@@ -356,7 +366,7 @@ def _keep_logs(function: lambda_.Function, function_name: str, settings: Environ
     log_group.grant_write(function.role)
 
 
-def _accept_role_dependency(function: IConstruct) -> None:
+def _accept_role_dependency(function: lambda_.Function) -> None:
     """Tell cfn-lint that the function's DependsOn on its role is intended (W3005 "already enforced by
     a GetAtt"): aws-cdk-lib adds it to every Function so that the role's separate policy exists before
     Lambda uses it (for the runner: before it creates its network interfaces)."""
