@@ -25,11 +25,17 @@ def stack_environment(settings: EnvironmentSettings) -> Environment | None:
     return Environment(account=account, region=region)
 
 
-def create_stacks(app: App, *, nag: bool = True) -> list[DatabaseStack]:
-    """Adds every environment's stack to ``app`` (context overrides applied) and the cdk-nag plugin."""
+def create_stacks(app: App, *, nag: bool = True, schema_migration: bool = True) -> list[DatabaseStack]:
+    """Adds every environment's stack to ``app`` (context overrides applied) and the cdk-nag plugin.
+
+    ``schema_migration=False`` leaves out the deploy-time migration: only for the synth benchmark.
+    """
     context = app.node.get_all_context()
     environments = apply_context(context, ENVIRONMENTS)
-    stacks = [DatabaseStack(app, settings, env=stack_environment(settings)) for settings in environments]
+    stacks = [
+        DatabaseStack(app, settings, env=stack_environment(settings), schema_migration=schema_migration)
+        for settings in environments
+    ]
     if nag:
         add_nag_checks(app)
     return stacks

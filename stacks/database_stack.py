@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
+
 from aws_cdk import CfnOutput, Environment, Stack, Tags, Token
 from constructs import Construct
 
 from stacks.common import companion_removal_policy
 from stacks.database import AuroraServerlessDatabase, DatabaseSecurityGroups, PostgresDatabase, RdsFreeDatabase
+from stacks.migration.asset import AssetBuildError, build_migration_asset
+from stacks.migration.schema_migration import SchemaMigration
 from stacks.network import DatabaseNetwork
-from stacks.settings import EnvironmentSettings, Flavour
+from stacks.settings import EnvironmentSettings, Flavour, SettingsError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@cache
+def project_migration_asset() -> Path:
+    """The Lambda asset (handlers, runner core, migrations, psycopg), built once per synth for all stacks.
+
+    A build failure (say, no network for a first download of psycopg's wheels) is one line from app.py.
+    """
+    try:
+        return build_migration_asset(PROJECT_ROOT)
+    except AssetBuildError as error:
+        raise SettingsError(f"the deploy-time migration asset cannot be built: {error}") from None
 
 
 class DatabaseStack(Stack):
@@ -19,6 +38,7 @@ class DatabaseStack(Stack):
         network.vpc, network.database_subnets: where to put a function that connects.
         database: PostgresDatabase (resource, secret, endpoint, security_group, grant_connect()).
         clients_security_group: join it to reach PostgreSQL (also exported as an output).
+        migration: SchemaMigration (None only when built with ``schema_migration=False``).
     """
 
     def __init__(
@@ -27,7 +47,11 @@ class DatabaseStack(Stack):
         settings: EnvironmentSettings,
         *,
         env: Environment | None = None,
+        schema_migration: bool = True,
+        migration_asset: Path | None = None,
     ) -> None:
+        """``migration_asset`` defaults to the project's (database/migrations and lambda/);
+        ``schema_migration=False`` leaves the migration out, for the synth benchmark's baseline only."""
         super().__init__(
             scope,
             settings.stack_name,
@@ -62,6 +86,15 @@ class DatabaseStack(Stack):
             subnets=self.network.database_subnets,
             security=self.security,
         )
+        self.migration: SchemaMigration | None = None
+        if schema_migration:
+            self.migration = SchemaMigration(
+                self,
+                "SchemaMigration",
+                settings=settings,
+                database=self.database,
+                asset_directory=migration_asset or project_migration_asset(),
+            )
         self._outputs()
 
     def _outputs(self) -> None:
@@ -86,3 +119,23 @@ class DatabaseStack(Stack):
         }
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description, export_name=f"{self.stack_name}-{name}")
+        if self.migration is None:
+            return
+        # Not exported: their values change on deploys, and CloudFormation refuses to change an
+        # export another stack imports.
+        migration_outputs = {
+            "SchemaVersion": (
+                self.migration.resource.get_att_string("SchemaVersion"),
+                "Latest applied migration after this deploy",
+            ),
+            "MigrationsApplied": (
+                self.migration.resource.get_att_string("AppliedThisDeploy"),
+                "Migrations the last migrating deploy applied (none on a rollback)",
+            ),
+            "MigrationFunctionName": (
+                self.migration.deploy_function.function_name,
+                "Deploy-time migration function; scripts/run-migrations.sh --status invokes it",
+            ),
+        }
+        for name, (value, description) in migration_outputs.items():
+            CfnOutput(self, name, value=value, description=description)

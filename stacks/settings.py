@@ -41,6 +41,12 @@ AUTO_PAUSE_MAX_SECONDS = 86_400
 MAX_ACU = 256.0
 # Retention periods CloudWatch Logs accepts (the subset offered here).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 180, 365)
+# The deploy-time migration chain: the runner function's timeout, plus 60 s for the deploy function
+# around it, plus 60 s for the custom resource's service timeout. Lambda stops any function at
+# 900 s, so the runner may take at most 840 s.
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
+MIGRATION_CHAIN_MARGIN_SECONDS = 60
+MIGRATION_MAX_TIMEOUT_SECONDS = LAMBDA_MAX_TIMEOUT_SECONDS - MIGRATION_CHAIN_MARGIN_SECONDS
 
 
 class SettingsError(ValueError):
@@ -159,6 +165,38 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """The deploy-time schema migration (a custom resource and two Lambda functions)."""
+
+    # Longest a deploy may spend applying migrations; the runner stops between files before it.
+    timeout_seconds: int = 600
+    memory_mb: int = 512
+    # Adds a Secrets Manager interface endpoint (about $7.30 per AZ-month) so the in-VPC runner reads
+    # the secret itself; off, the out-of-VPC deploy function reads it and hands it over ($0).
+    secrets_manager_endpoint: bool = False
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.timeout_seconds <= MIGRATION_MAX_TIMEOUT_SECONDS:
+            raise SettingsError(
+                f"migration timeout_seconds={self.timeout_seconds}: must be 60 to {MIGRATION_MAX_TIMEOUT_SECONDS} "
+                f"(the deploy function adds {MIGRATION_CHAIN_MARGIN_SECONDS} s and Lambda stops at "
+                f"{LAMBDA_MAX_TIMEOUT_SECONDS} s)"
+            )
+        if not 128 <= self.memory_mb <= 10_240:
+            raise SettingsError(f"migration memory_mb={self.memory_mb}: must be 128 to 10240 (Lambda's range)")
+
+    @property
+    def deploy_timeout_seconds(self) -> int:
+        """The out-of-VPC deploy function waits for the runner, then answers."""
+        return self.timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS
+
+    @property
+    def service_timeout_seconds(self) -> int:
+        """How long CloudFormation waits for the custom resource before failing the deploy."""
+        return self.deploy_timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
 class EnvironmentSettings:
     """Everything one environment's stack is built from."""
 
@@ -172,6 +210,7 @@ class EnvironmentSettings:
     multi_az: bool = False  # RDS Multi-AZ instance / an Aurora reader in a second AZ
     log_retention_days: int = 30
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    migration: MigrationSettings = field(default_factory=MigrationSettings)
     # Leave at POSTGRES_VERSION; a different value is for trying an upgrade in one environment first.
     engine_version: str = POSTGRES_VERSION
 
@@ -251,7 +290,8 @@ PRODUCTION = EnvironmentSettings(
 ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TESTING, PRODUCTION)}
 
 # Context keys `cdk -c KEY=VALUE` understands; each also works as KEY.<environment>.
-CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class")
+CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint")
+_BOOLEAN_CONTEXT_VALUES = {"true": True, "false": False}
 
 
 def _context_value(context: Mapping[str, object], key: str, env: str) -> tuple[str, str] | None:
@@ -310,5 +350,13 @@ def apply_context(
                     f"context key {key!r}={value!r}: allowed values are {', '.join(RDS_FREE_INSTANCE_CLASSES)}"
                 )
             changes["rds"] = dataclasses.replace(env.rds, instance_class=value)
+        endpoint = _context_value(context, "secrets_manager_endpoint", name)
+        if endpoint is not None:
+            key, value = endpoint
+            if value not in _BOOLEAN_CONTEXT_VALUES:
+                raise ContextError(f"context key {key!r}={value!r}: allowed values are true, false")
+            changes["migration"] = dataclasses.replace(
+                env.migration, secrets_manager_endpoint=_BOOLEAN_CONTEXT_VALUES[value]
+            )
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]
     return tuple(resolved)
