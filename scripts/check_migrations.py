@@ -93,13 +93,13 @@ def check(repo: Path, base: str, head: str = "HEAD", directory: str = "database/
             result.problems.append((old, f"deleted, but {base} already has it (applied migrations stay)"))
         elif status[0] == "T" and old in on_target:
             result.problems.append((old, f"changed type, but {base} already has it"))
-        if status[0] in "ARC" and new.endswith(".sql"):
+        renamed_applied = status[0] == "R" and old in on_target  # reported above, not a new file
+        if status[0] in "ARC" and new.endswith(".sql") and not renamed_applied:
             added.append(new)
-    head_files = _migrations_at(repo, head, directory)
     target_numbers: dict[int, str] = {}
     for path in on_target:
         number = _number(path)
-        if number is not None and path in head_files:
+        if number is not None:
             target_numbers[number] = path
     newest_on_target = max(target_numbers, default=None)
     seen: dict[int, str] = {}
