@@ -18,8 +18,10 @@ MIGRATIONS = "database/migrations"
 def git(repo: Path, *arguments: str) -> str:
     environment = {
         **os.environ,
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
     }
     return subprocess.run(
         ["git", *arguments], cwd=repo, env=environment, check=True, capture_output=True, text=True
@@ -54,7 +56,10 @@ def run_script(repo: Path) -> subprocess.CompletedProcess[str]:
     environment["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", "--base", "main"],
-        cwd=repo, env=environment, capture_output=True, text=True,
+        cwd=repo,
+        env=environment,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -126,7 +131,10 @@ def test_an_unknown_base_is_a_one_line_error(repo: Path) -> None:
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     completed = subprocess.run(
         [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", "--base", "origin/nope"],
-        cwd=repo, env=environment, capture_output=True, text=True,
+        cwd=repo,
+        env=environment,
+        capture_output=True,
+        text=True,
     )
     assert completed.returncode == 2
     assert completed.stderr.startswith("check-migrations: git merge-base origin/nope HEAD:")
@@ -139,7 +147,10 @@ def test_in_github_actions_problems_are_annotations_and_a_summary(repo: Path, tm
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
     completed = subprocess.run(
         [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", "--base", "main"],
-        cwd=repo, env=environment, capture_output=True, text=True,
+        cwd=repo,
+        env=environment,
+        capture_output=True,
+        text=True,
     )
     assert completed.returncode == 1
     assert f"::error file={MIGRATIONS}/002_profile.sql::edited" in completed.stdout

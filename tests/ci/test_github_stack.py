@@ -162,7 +162,9 @@ def test_a_custom_bootstrap_qualifier_names_its_roles() -> None:
 
 def test_no_trust_policy_names_another_repository(new_provider: tuple[App, dict[str, Any]]) -> None:
     _, template = new_provider
-    text = json.dumps([r["Properties"]["AssumeRolePolicyDocument"] for r in resources(template, "AWS::IAM::Role").values()])
+    text = json.dumps(
+        [r["Properties"]["AssumeRolePolicyDocument"] for r in resources(template, "AWS::IAM::Role").values()]
+    )
     assert text.count("repo:") == text.count(f"repo:{REPOSITORY}:") == 3
     assert "*" not in text
 
@@ -190,7 +192,10 @@ def test_deploy_branches_cover_every_environment() -> None:
     [
         ({"github_repository": "users-api"}, "expected OWNER/REPO"),
         ({"github_repository": "octo/users", "github_deploy_trust": "tag"}, "allowed values are environment, branch"),
-        ({"github_repository": "octo/users", "github_oidc_provider_arn": "arn:aws:iam::1:oidc-provider/x"}, "expected arn:aws:iam::"),
+        (
+            {"github_repository": "octo/users", "github_oidc_provider_arn": "arn:aws:iam::1:oidc-provider/x"},
+            "expected arn:aws:iam::",
+        ),
         ({"github_repository": "octo/users", "cdk_bootstrap_qualifier": "way-too-long-qualifier"}, "1-10 letters"),
         ({"github_deploy_trust": "branch"}, "needs github_repository=OWNER/REPO"),
     ],

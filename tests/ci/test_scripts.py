@@ -21,7 +21,8 @@ FAKE_AWS = Path(__file__).parent / "fake_aws"
 def no_aws_environment(tmp_path: Path) -> dict[str, str]:
     """The process environment with every way of finding AWS credentials cut off."""
     environment = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("AWS_", "CDK_", "GITHUB_")) and k not in ("PYTHONPATH",)
     }
     environment.update(
@@ -34,8 +35,13 @@ def no_aws_environment(tmp_path: Path) -> dict[str, str]:
 
 def run(script: str, *arguments: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(ROOT / "scripts" / script), *arguments], cwd=ROOT, env=environment,
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        [str(ROOT / "scripts" / script), *arguments],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -73,8 +79,10 @@ def test_no_region(tmp_path: Path) -> None:
 def fake_aws_environment(tmp_path: Path, bootstrap_version: str | None) -> dict[str, str]:
     environment = no_aws_environment(tmp_path)
     environment.update(
-        PYTHONPATH=str(FAKE_AWS), AWS_REGION="eu-west-1",
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+        PYTHONPATH=str(FAKE_AWS),
+        AWS_REGION="eu-west-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
     )
     if bootstrap_version is not None:
         environment["FAKE_CDK_BOOTSTRAP_VERSION"] = bootstrap_version
@@ -142,7 +150,10 @@ FAILED_DEPLOY = (
 def test_a_failed_migration_is_found_with_file_line_and_sqlstate() -> None:
     failure = cdk_report.migration_failure("\x1b[31m" + FAILED_DEPLOY + "\x1b[0m")
     assert failure == cdk_report.MigrationFailure(
-        file="database/migrations/004_add_phone.sql", line=3, version="004_add_phone", sqlstate="42601",
+        file="database/migrations/004_add_phone.sql",
+        line=3,
+        version="004_add_phone",
+        sqlstate="42601",
         message='syntax error at or near "TABL"; 003_x applied earlier in this deploy',
     )
     markdown = cdk_report.deploy_markdown("testing", "PgSchemaDeploy-testing", {}, failure, succeeded=False)
