@@ -140,9 +140,12 @@ def _version_readers(
         except ClientError as error:
             denied.append(f"assume {role}: {error.response.get('Error', {}).get('Code', error)}")
             continue
-        yield role, boto3.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-            region_name=region,
+        yield (
+            role,
+            boto3.Session(
+                aws_access_key_id=credentials["AccessKeyId"],
+                aws_secret_access_key=credentials["SecretAccessKey"],
+                aws_session_token=credentials["SessionToken"],
+                region_name=region,
+            ),
         )

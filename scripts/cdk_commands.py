@@ -43,14 +43,19 @@ def _parser(command: str) -> _Parser:
     parser = _Parser(prog=f"scripts/{command}.sh", description=__doc__)
     parser.add_argument("environment", help=f"one of {', '.join(ENVIRONMENTS)}")
     parser.add_argument(
-        "-c", "--context", action="append", default=[], metavar="KEY=VALUE",
+        "-c",
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="CDK context passed to the app, e.g. -c database=rds-free (repeatable)",
     )
     if command == "deploy":
         parser.add_argument("--check", action="store_true", help="only check credentials, region and bootstrap")
     if command == "diff":
         parser.add_argument(
-            "--change-set", action="store_true",
+            "--change-set",
+            action="store_true",
             help="diff through a CloudFormation change set (needs the deploy role) instead of templates",
         )
     if command == "destroy":
@@ -128,8 +133,16 @@ def deploy(settings: EnvironmentSettings, context: list[str]) -> int:
         approval = "broadening" if sys.stdin.isatty() else "never"  # nobody can answer in CI
         status, log = run_cdk(
             [
-                "deploy", settings.stack_name, "--require-approval", approval, "--progress", "events",
-                "--outputs-file", str(outputs_file), "--no-notices", *context,
+                "deploy",
+                settings.stack_name,
+                "--require-approval",
+                approval,
+                "--progress",
+                "events",
+                "--outputs-file",
+                str(outputs_file),
+                "--no-notices",
+                *context,
             ]
         )
         outputs: dict[str, str] = {}
@@ -150,9 +163,9 @@ def diff(settings: EnvironmentSettings, context: list[str], change_set: bool) ->
     status, log = run_cdk(["diff", settings.stack_name, "--method", method, "--no-notices", *context])
     if status != 0:
         raise CommandError(f"cdk diff {settings.stack_name} failed (exit {status}); see above", status)
-    from database.migrator import load_migrations  # only a diff needs the local files
+    from database.migrator.discovery import discover  # only a diff needs the local files
 
-    versions = [migration.version for migration in load_migrations(ROOT / "database" / "migrations")]
+    versions = [migration.version for migration in discover(ROOT / "database" / "migrations")]
     report = cdk_report.parse_diff(log)
     write_job_summary(cdk_report.diff_markdown(settings.name, settings.stack_name, report, versions))
     print(cdk_report.diff_text(settings.name, report, versions))
@@ -178,9 +191,7 @@ def run(command: str, argv: Sequence[str]) -> int:
     settings = environment_settings(args.environment)
     context = _context_arguments(args.context)
     if command == "destroy" and is_protected(settings) and not args.force:
-        raise CommandError(
-            f"refusing to destroy {settings.name} without --force ({what_stays(settings)})", 2
-        )
+        raise CommandError(f"refusing to destroy {settings.name} without --force ({what_stays(settings)})", 2)
     try:
         target = aws_preflight.check()
     except aws_preflight.PreflightError as error:

@@ -116,8 +116,11 @@ def check(repo: Path, base: str, head: str = "HEAD", directory: str = "database/
             result.problems.append((path, f"number {number} is also used by {seen[number]}"))
         elif newest_on_target is not None and number < newest_on_target:
             result.warnings.append(
-                (path, f"number {number} is lower than {target_numbers[newest_on_target]} on {base}: it will "
-                 "run out of order on databases that have the newer one (the runner allows it, with a notice)")
+                (
+                    path,
+                    f"number {number} is lower than {target_numbers[newest_on_target]} on {base}: it will "
+                    "run out of order on databases that have the newer one (the runner allows it, with a notice)",
+                )
             )
         seen.setdefault(number, path)
         result.added.append(path)
@@ -160,8 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"check-migrations: warning: {path}: {message}", file=sys.stderr)
         if in_actions:
             print(f"::warning file={path}::{message}")
-    print(f"check-migrations: {len(result.added)} new migration(s) against {args.base}: "
-          + (", ".join(result.added) or "none"))
+    print(
+        f"check-migrations: {len(result.added)} new migration(s) against {args.base}: "
+        + (", ".join(result.added) or "none")
+    )
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(summary_markdown(result, args.base))

@@ -35,9 +35,7 @@ DEPLOY_BOOTSTRAP_ROLES = ("deploy", "file-publishing", "image-publishing", "look
 PULL_REQUEST_BOOTSTRAP_ROLES = ("lookup",)
 
 _REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
-_PROVIDER_ARN = re.compile(
-    rf"arn:aws[a-z-]*:iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}"
-)
+_PROVIDER_ARN = re.compile(rf"arn:aws[a-z-]*:iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}")
 _QUALIFIER = re.compile(r"[A-Za-z0-9_-]{1,10}")  # what `cdk bootstrap --qualifier` accepts
 
 
@@ -86,7 +84,9 @@ def github_settings_from_context(context: Mapping[str, object]) -> GithubSetting
             raise ContextError(f"context key {others[0]!r} needs {REPOSITORY_KEY}=OWNER/REPO as well")
         return None
     if not _REPOSITORY.fullmatch(repository):
-        raise ContextError(f"context key {REPOSITORY_KEY!r}={repository!r}: expected OWNER/REPO, e.g. octo-org/users-api")
+        raise ContextError(
+            f"context key {REPOSITORY_KEY!r}={repository!r}: expected OWNER/REPO, e.g. octo-org/users-api"
+        )
     provider_arn = _string(context, PROVIDER_ARN_KEY)
     if provider_arn is not None and not _PROVIDER_ARN.fullmatch(provider_arn):
         raise ContextError(

@@ -24,10 +24,7 @@ from .settings import (
 
 def bootstrap_role_arn(qualifier: str, kind: str) -> str:
     """ARN of a CDK bootstrap role in this stack's account and region (cdk-Q-KIND-role-ACCOUNT-REGION)."""
-    return (
-        f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/"
-        f"cdk-{qualifier}-{kind}-role-{Aws.ACCOUNT_ID}-{Aws.REGION}"
-    )
+    return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/cdk-{qualifier}-{kind}-role-{Aws.ACCOUNT_ID}-{Aws.REGION}"
 
 
 class GithubDeployStack(Stack):
@@ -42,6 +39,7 @@ class GithubDeployStack(Stack):
         self.settings = settings
         Tags.of(self).add("project", "pg-schema-deploy")
 
+        self.provider: iam.IOidcProvider
         if settings.provider_arn is None:
             self.provider = iam.OidcProviderNative(
                 self, "GithubOidcProvider", url=f"https://{GITHUB_OIDC_HOST}", client_ids=[GITHUB_OIDC_AUDIENCE]
@@ -68,12 +66,19 @@ class GithubDeployStack(Stack):
             description=f"GitHub Actions pull requests of {settings.repository}: cdk diff through the lookup role",
         )
 
-        CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn,
-                  description="Repository variable AWS_DEPLOY_ROLE_ARN (push to main / production)")
-        CfnOutput(self, "PullRequestRoleArn", value=self.pull_request_role.role_arn,
-                  description="Repository variable AWS_PR_ROLE_ARN (cdk diff in pull requests)")
-        CfnOutput(self, "OidcProviderArn", value=provider_arn,
-                  description="GitHub OIDC provider the roles trust")
+        CfnOutput(
+            self,
+            "DeployRoleArn",
+            value=self.deploy_role.role_arn,
+            description="Repository variable AWS_DEPLOY_ROLE_ARN (push to main / production)",
+        )
+        CfnOutput(
+            self,
+            "PullRequestRoleArn",
+            value=self.pull_request_role.role_arn,
+            description="Repository variable AWS_PR_ROLE_ARN (cdk diff in pull requests)",
+        )
+        CfnOutput(self, "OidcProviderArn", value=provider_arn, description="GitHub OIDC provider the roles trust")
 
     def _role(
         self,
