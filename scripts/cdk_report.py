@@ -22,7 +22,6 @@ _IMPACTS = ("may be replaced", "replace", "destroy", "orphan", "import")
 # A property of the resource above: " └─ [~] Migrations".
 _PROPERTY = re.compile(r"^ [└├]─ \[[-+~]\] (?P<name>\S+)")
 _ADDED_KEY = re.compile(r"\[\+\] Added: \.(?P<key>\S+)")
-_REMOVED_KEY = re.compile(r"\[-\] Removed: \.(?P<key>\S+)")
 _CHANGED_KEY = re.compile(r"\[~\] \.(?P<key>\S+):")
 MIGRATIONS_PROPERTY = "Migrations"  # the deploy-time resource's map of version -> digest
 
@@ -102,8 +101,7 @@ def parse_diff(log: str) -> DiffReport:
             report.migrations_added.append(added["key"])
         elif changed := _CHANGED_KEY.search(line):
             report.migrations_edited.append(changed["key"])
-        elif _REMOVED_KEY.search(line):
-            pass  # an old file leaving the manifest's window of newest files: nothing runs
+        # "[-] Removed: .NNN" is an old file leaving the manifest's window of newest files: nothing runs.
     return report
 
 

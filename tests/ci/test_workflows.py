@@ -125,7 +125,8 @@ def test_pushes_deploy_testing_from_main_and_production_from_production() -> Non
     assert deploy["environment"] == chooser  # a GitHub environment: approvals can be required
     assert deploy["concurrency"] == {"group": f"deploy-{chooser}", "cancel-in-progress": False}
     assert deploy["needs"] == "test"
-    [run] = [step for step in deploy["steps"] if "run" in step]
+    [setup_check, run] = [step for step in deploy["steps"] if "run" in step]
+    assert setup_check["if"] == "vars.AWS_DEPLOY_ROLE_ARN == '' || vars.AWS_REGION == ''"
     assert run["run"] == './scripts/deploy.sh "${ENVIRONMENT}"'
     assert run["env"] == {"ENVIRONMENT": chooser}
 
