@@ -80,8 +80,8 @@ def what_stays(settings: EnvironmentSettings) -> str:
         return "nothing stays: the database (no final snapshot), its secret and its log groups are deleted"
     if settings.removal is Removal.SNAPSHOT:
         return (
-            f"what stays: a final snapshot of the database, the secret (the snapshot's password) and the log "
-            f"groups (/aws/rds/.../{settings.identifier}/*), until you delete them by hand"
+            f"what stays: a final snapshot of {settings.identifier}, the secret (the snapshot's password) and the "
+            "log groups (database and VPC flow logs), until you delete them by hand"
         )
     return "what stays: the database itself (detached, still running and billed), its secret and its log groups"
 

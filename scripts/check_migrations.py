@@ -50,9 +50,14 @@ def _migrations_at(repo: Path, revision: str, directory: str) -> dict[str, str]:
         if not entry:
             continue
         meta, path = entry.split("\t", 1)
-        if meta.split()[1] == "blob" and path.endswith(".sql") and "/" not in path[len(directory) + 1 :]:
+        if meta.split()[1] == "blob" and _is_migration(path, directory):
             files[path] = meta.split()[2]
     return files
+
+
+def _is_migration(path: str, directory: str) -> bool:
+    """A .sql file directly in the migrations directory (the runner ignores subdirectories)."""
+    return path.rpartition("/")[0] == directory and path.lower().endswith(".sql")
 
 
 def _number(path: str) -> int | None:
@@ -79,7 +84,7 @@ def check(repo: Path, base: str, head: str = "HEAD", directory: str = "database/
         else:
             old = new = changes[index + 1]
             index += 2
-        if not old.endswith(".sql") and not new.endswith(".sql"):
+        if not (_is_migration(old, directory) or _is_migration(new, directory)):
             continue
         if status[0] == "R" and old in on_target:
             result.problems.append(
@@ -94,7 +99,7 @@ def check(repo: Path, base: str, head: str = "HEAD", directory: str = "database/
         elif status[0] == "T" and old in on_target:
             result.problems.append((old, f"changed type, but {base} already has it"))
         renamed_applied = status[0] == "R" and old in on_target  # reported above, not a new file
-        if status[0] in "ARC" and new.endswith(".sql") and not renamed_applied:
+        if status[0] in "ARC" and _is_migration(new, directory) and not renamed_applied:
             added.append(new)
     target_numbers: dict[int, str] = {}
     for path in on_target:

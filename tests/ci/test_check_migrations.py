@@ -157,3 +157,9 @@ def test_in_github_actions_problems_are_annotations_and_a_summary(repo: Path, tm
     text = summary.read_text()
     assert f"| `{MIGRATIONS}/002_profile.sql` | edited" in text
     assert f"| `{MIGRATIONS}/003_x.sql` |" in text
+
+
+def test_files_outside_the_migrations_directory_itself_are_not_migrations(repo: Path) -> None:
+    commit(repo, {"archive/001_users.sql": "-- old copy\n", "README.md": "notes\n"}, "not migrations")
+    result = check(repo, "main")
+    assert result.problems == [] and result.added == []
