@@ -143,7 +143,7 @@ def test_pull_requests_run_tests_synth_lint_migration_checks_and_diff() -> None:
     runs = {job_id: [step["run"] for step in job["steps"] if "run" in step] for job_id, job in workflow["jobs"].items()}
     assert runs["test"] == ["./scripts/test.sh"]
     assert workflow["jobs"]["synth"]["strategy"]["matrix"]["database"] == ["aurora-serverless", "rds-free"]
-    assert runs["synth"][0] == './scripts/synth.sh -c "database=${DATABASE}"'
+    assert runs["synth"][0] == './scripts/synth.sh -c "database=${DATABASE}" -c "github_repository=${REPOSITORY}"'
     assert runs["synth"][1].startswith(".venv/bin/cfn-lint ")
     assert runs["migrations"] == ['./scripts/check-migrations.sh --base "origin/${BASE_REF}"']
     assert workflow["jobs"]["migrations"]["steps"][0]["with"]["fetch-depth"] == 0
