@@ -8,6 +8,7 @@ from aws_cdk import App, Environment
 
 from stacks.compliance import add_nag_checks
 from stacks.database_stack import DatabaseStack
+from stacks.github import GithubDeployStack, github_settings_from_context
 from stacks.settings import ENVIRONMENTS, ContextError, EnvironmentSettings, apply_context
 
 
@@ -36,6 +37,9 @@ def create_stacks(app: App, *, nag: bool = True, schema_migration: bool = True) 
         DatabaseStack(app, settings, env=stack_environment(settings), schema_migration=schema_migration)
         for settings in environments
     ]
+    github = github_settings_from_context(context)
+    if github is not None:  # only with -c github_repository=OWNER/REPO (deployed once by an administrator)
+        GithubDeployStack(app, github)
     if nag:
         add_nag_checks(app)
     return stacks
