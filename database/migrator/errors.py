@@ -48,3 +48,9 @@ class MigrationFailedError(MigrationError):
         self.path = path
         self.line = line
         self.sqlstate = sqlstate
+
+
+class RunInterruptedError(MigrationError):
+    """The run was interrupted (Ctrl-C, SIGINT); `str(error)` says what was rolled back."""
+
+    exit_code = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C

@@ -4,7 +4,9 @@ executing one migration together with its tracking row."""
 from __future__ import annotations
 
 import random
+import re
 import time
+from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,9 +14,20 @@ from datetime import datetime
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import generators, pq, sql
 
 from .errors import ConnectionFailedError, LockTimeoutError, MigrationError, MigrationFailedError
-from .events import Connected, Connecting, ConnectRetry, EventSink, TrackingTableReady, WaitingForLock
+from .events import (
+    Connected,
+    Connecting,
+    ConnectRetry,
+    EventSink,
+    Notice,
+    ServerMessage,
+    TrackingTableReady,
+    WaitingForLock,
+    ignore_events,
+)
 from .parsing import ParsedMigration
 from .redaction import password_of, redact_conninfo, scrub
 
@@ -102,6 +115,7 @@ def connect(settings: ConnectSettings, emit: EventSink) -> psycopg.Connection[tu
             "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
             (settings.lock_timeout, settings.statement_timeout),
         )
+        _notice_vanished_client(connection)
     except psycopg.Error as error:
         connection.close()
         raise MigrationError(f"invalid lock/statement timeout: {error.diag.message_primary}") from None
@@ -109,9 +123,35 @@ def connect(settings: ConnectSettings, emit: EventSink) -> psycopg.Connection[tu
     return connection
 
 
+# How soon the server notices that a runner's process or machine is gone. A killed runner's
+# session would otherwise keep running its statement, and holding the runner lock, for up to
+# statement_timeout.
+CLIENT_CHECK_INTERVAL = "1s"  # the process died: its socket is closed (PostgreSQL 14+)
+_SERVER_KEEPALIVES = {  # the machine vanished: nothing closes the socket (about 60 s)
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
+
+
+def _notice_vanished_client(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Make the server end this session soon after its client vanishes, even mid-statement.
+    All of these are ordinary user settings; TCP keepalives are ignored on Unix sockets."""
+    settings = dict(_SERVER_KEEPALIVES)
+    if connection.info.server_version >= 140000:
+        settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
+    calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+    connection.execute(f"SELECT {calls}", [item for pair in settings.items() for item in pair])
+
+
 def server_version(connection: psycopg.Connection[tuple[object, ...]]) -> str:
     number = connection.info.server_version
     return f"{number // 10000}.{number % 10000}"
+
+
+# Waiting for another runner's lock: how often to try again (doubling up to the maximum).
+_LOCK_POLL_FIRST_SECONDS = 0.05
+_LOCK_POLL_MAX_SECONDS = 0.5
 
 
 @contextmanager
@@ -119,35 +159,37 @@ def runner_lock(
     connection: psycopg.Connection[tuple[object, ...]], wait_seconds: float, emit: EventSink
 ) -> Iterator[None]:
     """Hold the session advisory lock that serialises runners. A session lock disappears with
-    its connection, so a killed runner can never leave it stuck."""
-    acquired = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
-    if not (acquired and acquired[0]):
+    its connection, so a killed runner can never leave it stuck.
+
+    A waiting runner polls pg_try_advisory_lock between short sleeps instead of blocking in
+    pg_advisory_lock: a blocked statement holds a snapshot for as long as it waits, and the lock
+    holder's CREATE INDEX CONCURRENTLY waits for every older snapshot, which deadlocks the two.
+    """
+    if not _try_lock(connection):
         emit(WaitingForLock(_lock_holder(connection)))
-        previous = connection.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
-        saved = previous.fetchone()
-        # Wait up to wait_seconds for the lock, and only for the lock: statement_timeout is for migrations.
-        connection.execute(
-            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', '0', false)",
-            (f"{int(wait_seconds * 1000)}ms",),
-        )
-        try:
-            connection.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-        except pg_errors.LockNotAvailable:
-            raise LockTimeoutError(
-                f"another migration run still holds the lock after {wait_seconds:g}s "
-                f"({_lock_holder(connection)}); nothing was applied"
-            ) from None
-        finally:
-            if saved:
-                connection.execute(
-                    "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                    saved,
+        deadline = time.monotonic() + wait_seconds
+        pause = _LOCK_POLL_FIRST_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeoutError(
+                    f"another migration run still holds the lock after {wait_seconds:g}s "
+                    f"({_lock_holder(connection)}); nothing was applied"
                 )
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _LOCK_POLL_MAX_SECONDS)
+            if _try_lock(connection):
+                break
     try:
         yield
     finally:
-        if not connection.closed:
+        if not connection.closed and not connection.broken:
             connection.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def _try_lock(connection: psycopg.Connection[tuple[object, ...]]) -> bool:
+    acquired = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+    return bool(acquired and acquired[0])
 
 
 def _lock_holder(connection: psycopg.Connection[tuple[object, ...]]) -> str:
@@ -245,23 +287,24 @@ def apply_migration(
     migration: ParsedMigration,
     digest: str,
     applied_by: str,
+    emit: EventSink = ignore_events,
 ) -> int:
     """Run one migration and write its tracking row; return its duration in milliseconds.
 
-    In a transaction (the default) the SQL and the row commit together or not at all. A file
-    marked no-transaction runs statement by statement and is recorded once all succeeded.
+    In a transaction (the default) the SQL and the row commit together or not at all, sent as
+    one query string: one round trip per migration instead of one per statement. A file marked
+    no-transaction runs statement by statement and is recorded once all succeeded and every
+    index it built concurrently is valid. NOTICE/WARNING messages are emitted as ServerMessage.
     """
-    started = time.perf_counter()
+
+    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
+        emit(ServerMessage(version, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
+
+    connection.add_notice_handler(forward)
     try:
         if migration.in_transaction:
-            with connection.transaction():
-                _execute_all(connection, version, path, migration)
-                elapsed = _elapsed_ms(started)
-                _write_row(connection, version, migration.checksum, digest, elapsed, applied_by)
-        else:
-            _execute_all(connection, version, path, migration)
-            elapsed = _elapsed_ms(started)
-            _write_row(connection, version, migration.checksum, digest, elapsed, applied_by)
+            return _apply_in_transaction(connection, version, path, migration, digest, applied_by)
+        return _apply_without_transaction(connection, version, path, migration, digest, applied_by, emit)
     except psycopg.OperationalError as error:  # the connection itself broke mid-migration
         if not connection.closed and not connection.broken:
             raise
@@ -273,12 +316,91 @@ def apply_migration(
             line=None,
             sqlstate=None,
         ) from None
-    return elapsed
+    finally:
+        connection.remove_notice_handler(forward)
 
 
-def _execute_all(
-    connection: psycopg.Connection[tuple[object, ...]], version: str, path: str, migration: ParsedMigration
-) -> None:
+def _apply_in_transaction(
+    connection: psycopg.Connection[tuple[object, ...]],
+    version: str,
+    path: str,
+    migration: ParsedMigration,
+    digest: str,
+    applied_by: str,
+) -> int:
+    """BEGIN, the file's statements, the tracking row and COMMIT in one simple-protocol query.
+
+    The server runs the statements one by one as psql would (statement_timeout applies to
+    each) and stops at the first error; the results that came back before it say which
+    statement failed, the error position says where in it.
+    """
+    parts = ["BEGIN;\n"]
+    starts = []  # offset of each statement in the query, in characters (as the server counts)
+    offset = len(parts[0])
+    for statement in migration.statements:
+        starts.append(offset)
+        # A newline before the semicolon: the statement may end in a -- comment.
+        text = f"{statement.sql}\n;\n"
+        parts.append(text)
+        offset += len(text)
+    parts.append(_row_sql(connection, version, migration.checksum, digest, applied_by))
+    parts.append(";\nCOMMIT")
+    query = "".join(parts)
+    try:
+        with connection.lock:
+            connection.pgconn.send_query(query.encode("utf-8"))
+            results = connection.wait(generators.execute(connection.pgconn))
+    except BaseException:  # Ctrl-C: psycopg cancelled the query; end the transaction it left open
+        _roll_back(connection)
+        raise
+    failed = next((index for index, result in enumerate(results) if result.status == pq.ExecStatus.FATAL_ERROR), None)
+    if failed is None:
+        row = results[-2]  # the tracking row's RETURNING execution_ms, before COMMIT's result
+        return int(row.get_value(0, 0) or b"0")
+    _roll_back(connection)
+    error = psycopg.errors.error_from_result(results[failed], encoding=connection.info.encoding)
+    statement_index = failed - 1  # the first result is BEGIN's
+    position = error.diag.statement_position
+    if position:
+        statement_index = max(0, bisect_right(starts, int(position) - 1) - 1)
+    if 0 <= statement_index < len(migration.statements):
+        statement = migration.statements[statement_index]
+        line = statement.line
+        if position:
+            line += statement.sql.count("\n", 0, int(position) - 1 - starts[statement_index])
+        raise _failure(version, path, migration, error, statement_index, line) from None
+    raise _failure(version, path, migration, error, len(migration.statements), None) from None
+
+
+def _roll_back(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    if not connection.closed and connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        connection.execute("ROLLBACK")
+
+
+def _apply_without_transaction(
+    connection: psycopg.Connection[tuple[object, ...]],
+    version: str,
+    path: str,
+    migration: ParsedMigration,
+    digest: str,
+    applied_by: str,
+    emit: EventSink,
+) -> int:
+    """Statement by statement, as PostgreSQL requires for CREATE INDEX CONCURRENTLY and the like.
+
+    A failed concurrent build leaves an INVALID index behind, and `IF NOT EXISTS` would then skip
+    the build and let the file be recorded with a broken index. So an invalid index the file
+    builds is dropped before the file runs, and the file is recorded only if every index it
+    built is valid.
+    """
+    started = time.perf_counter()
+    built = [index for index in (_concurrent_index(s.sql) for s in migration.statements) if index]
+    for table, name in built:
+        for invalid in _invalid_indexes_named(connection, table, name):
+            emit(Notice(f"{version}: dropping the INVALID index {invalid} left by an earlier failed build, "
+                        "to build it again"))
+            connection.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {invalid}")
+    invalid_before = set(invalid_indexes(connection))
     with connection.cursor() as cursor:
         for index, statement in enumerate(migration.statements):
             try:
@@ -286,48 +408,134 @@ def _execute_all(
             except psycopg.DatabaseError as error:
                 if isinstance(error, psycopg.OperationalError) and connection.broken:
                     raise
-                diag = error.diag
                 line = statement.line
-                if diag.statement_position:
-                    offset = int(diag.statement_position) - 1
-                    line += statement.sql.count("\n", 0, offset)
-                text = f"{path}:{line}: {version} failed: SQLSTATE {diag.sqlstate}: {diag.message_primary}"
-                for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint),
-                                     ("CONTEXT", diag.context)):
-                    if value:
-                        text += f"\n  {label}: {value}"
-                if migration.in_transaction:
-                    text += f"\n  {version} was rolled back completely; no later migration ran."
-                else:
-                    done = f"statements 1-{index} of {len(migration.statements)} stay applied" if index else (
-                        "none of its statements took effect"
-                    )
-                    text += (
-                        f"\n  {version} runs without a transaction: {done}, it is not recorded, and the "
-                        "next run starts it again from its first statement."
-                    )
-                raise MigrationFailedError(
-                    text, version=version, path=path, line=line, sqlstate=diag.sqlstate
-                ) from None
+                if error.diag.statement_position:
+                    line += statement.sql.count("\n", 0, int(error.diag.statement_position) - 1)
+                left = sorted(set(invalid_indexes(connection)) - invalid_before)
+                raise _failure(version, path, migration, error, index, line, left) from None
+    left = sorted(set(invalid_indexes(connection)) - invalid_before)
+    left += [name for table, name in built for name in _invalid_indexes_named(connection, table, name)
+             if name not in left]
+    if left:
+        raise MigrationFailedError(
+            f"{path}: {version} failed: its statements succeeded but left INVALID index(es) "
+            f"{', '.join(left)}. {version} is not recorded; the next run drops and builds "
+            f"{'them' if len(left) > 1 else 'it'} again.",
+            version=version,
+            path=path,
+            line=None,
+            sqlstate=None,
+        )
+    elapsed = _elapsed_ms(started)
+    connection.execute(_row_sql(connection, version, migration.checksum, digest, applied_by, elapsed))
+    return elapsed
 
 
-def _write_row(
+def _failure(
+    version: str,
+    path: str,
+    migration: ParsedMigration,
+    error: psycopg.Error,
+    index: int,
+    line: int | None,
+    invalid_left: list[str] | None = None,
+) -> MigrationFailedError:
+    """The error for statement `index` (len(statements): the tracking row or COMMIT) failing."""
+    diag = error.diag
+    where = f"{path}:{line}" if line is not None else path
+    text = f"{where}: {version} failed: SQLSTATE {diag.sqlstate}: {diag.message_primary}"
+    for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint), ("CONTEXT", diag.context)):
+        if value:
+            text += f"\n  {label}: {value}"
+    if migration.in_transaction:
+        text += f"\n  {version} was rolled back completely; no later migration ran."
+    else:
+        total = len(migration.statements)
+        done = f"statements 1-{index} of {total} stay applied" if index else "none of its statements took effect"
+        text += (
+            f"\n  {version} runs without a transaction: {done}, it is not recorded, and the "
+            "next run starts it again from its first statement."
+        )
+        if invalid_left:
+            text += (
+                f"\n  It left the INVALID index(es) {', '.join(invalid_left)}; the next run drops and builds "
+                f"them again (or drop them yourself: DROP INDEX CONCURRENTLY {invalid_left[0]})."
+            )
+    return MigrationFailedError(text, version=version, path=path, line=line, sqlstate=diag.sqlstate)
+
+
+# CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON [ONLY] table: the index a
+# no-transaction statement builds (an unnamed one is caught by the invalid-index comparison).
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[^\s"(.]+)'
+_CONCURRENT_INDEX = re.compile(
+    rf"""^create\s+(?:unique\s+)?index\s+concurrently\s+(?:if\s+not\s+exists\s+)?
+        (?P<name>{_IDENTIFIER})\s+on\s+(?:only\s+)?(?P<table>{_IDENTIFIER}(?:\.{_IDENTIFIER})?)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _concurrent_index(sql: str) -> tuple[str, str] | None:
+    """(table as written, index name as stored) of a CREATE INDEX CONCURRENTLY, else None."""
+    match = _CONCURRENT_INDEX.match(sql)
+    if match is None:
+        return None
+    name = match["name"]
+    stored = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+    return match["table"], stored
+
+
+def _invalid_indexes_named(connection: psycopg.Connection[tuple[object, ...]], table: str, name: str) -> list[str]:
+    rows = connection.execute(
+        """SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE NOT i.indisvalid AND i.indrelid = to_regclass(%s) AND c.relname = %s""",
+        (table, name),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def invalid_indexes(connection: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """Indexes PostgreSQL will not use: left by a failed CREATE INDEX / REINDEX CONCURRENTLY
+    (or being built concurrently right now)."""
+    rows = connection.execute(
+        """SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE NOT i.indisvalid AND c.relnamespace <> 'pg_catalog'::regnamespace
+              AND c.relnamespace <> 'pg_toast'::regnamespace
+            ORDER BY 1"""
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def _row_sql(
     connection: psycopg.Connection[tuple[object, ...]],
     version: str,
     checksum: str,
     digest: str,
-    elapsed_ms: int,
     applied_by: str,
-) -> None:
-    # ON CONFLICT: a migration may insert its own version, as the guide's template does.
-    connection.execute(
-        f"""INSERT INTO {TRACKING_TABLE} (version, checksum, file_digest, applied_at, execution_ms, applied_by)
-            VALUES (%s, %s, %s, now(), %s, %s)
+    elapsed_ms: int | None = None,
+) -> str:
+    """The tracking row's INSERT with its values inlined (it rides in a simple-protocol query).
+    Without `elapsed_ms`, the duration is the server's time since the transaction began.
+    ON CONFLICT: a migration may insert its own version, as the guide's template does."""
+    duration = (
+        sql.Literal(elapsed_ms)
+        if elapsed_ms is not None
+        else sql.SQL("round(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer")
+    )
+    return sql.SQL(
+        """INSERT INTO {table} (version, checksum, file_digest, applied_at, execution_ms, applied_by)
+            VALUES ({version}, {checksum}, {digest}, now(), {duration}, {applied_by})
             ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum,
                 file_digest = EXCLUDED.file_digest, applied_at = EXCLUDED.applied_at,
-                execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by""",
-        (version, checksum, digest, elapsed_ms, applied_by),
-    )
+                execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by
+            RETURNING execution_ms"""
+    ).format(
+        table=sql.Identifier(TRACKING_TABLE),
+        version=sql.Literal(version),
+        checksum=sql.Literal(checksum),
+        digest=sql.Literal(digest),
+        duration=duration,
+        applied_by=sql.Literal(applied_by),
+    ).as_string(connection)
 
 
 def _elapsed_ms(started: float) -> int:
