@@ -279,13 +279,14 @@ def _connection(settings: RunnerSettings, emit: EventSink) -> Iterator[psycopg.C
     import psycopg
 
     from . import postgres
-    from .redaction import password_of, scrub
+    from .redaction import password_of, scrub, visible_parts
 
     connection = postgres.connect(settings.connect, emit)
     try:
         yield connection
     except psycopg.Error as error:
-        message = scrub(str(error).strip(), password_of(settings.connect.conninfo))
+        conninfo = settings.connect.conninfo
+        message = scrub(str(error).strip(), password_of(conninfo), shown=visible_parts(conninfo))
         raise MigrationError(f"database error (SQLSTATE {error.sqlstate or 'none'}): {message}") from None
     finally:
         connection.close()

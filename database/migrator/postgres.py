@@ -29,7 +29,7 @@ from .events import (
     ignore_events,
 )
 from .parsing import ParsedMigration
-from .redaction import password_of, redact_conninfo, scrub
+from .redaction import password_of, redact_conninfo, scrub, visible_parts
 
 TRACKING_TABLE = "schema_migrations"
 # One key for every runner of this project, whatever the caller: pg_advisory_lock(bigint).
@@ -102,7 +102,7 @@ def connect(settings: ConnectSettings, emit: EventSink) -> psycopg.Connection[tu
             )
             break
         except psycopg.OperationalError as error:
-            reason = scrub(str(error).strip(), secret)
+            reason = scrub(str(error).strip(), secret, shown=visible_parts(settings.conninfo))
             permanent = any(text in reason.lower() for text in _PERMANENT_CONNECT_FAILURES)
             delay = min(5.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
             if permanent or time.monotonic() + delay > deadline:
