@@ -8,7 +8,21 @@ from aws_cdk import App, Environment
 
 from stacks.compliance import add_nag_checks
 from stacks.database_stack import DatabaseStack
-from stacks.settings import ENVIRONMENTS, ContextError, EnvironmentSettings, apply_context
+from stacks.settings import (
+    CONTEXT_KEYS,
+    ENVIRONMENTS,
+    ContextError,
+    EnvironmentSettings,
+    apply_context,
+    check_known_context_keys,
+)
+
+# Every `-c KEY=VALUE` the app reads is registered here; any other key stops the synth (CDK's own
+# `@...`/`aws:...` keys and cached lookups pass). A feature that reads a new key adds it below.
+# Keys that also exist per environment as KEY.<environment> (see stacks/settings.py):
+PER_ENVIRONMENT_CONTEXT_KEYS: tuple[str, ...] = CONTEXT_KEYS
+# Keys read once for the whole app:
+APP_CONTEXT_KEYS: tuple[str, ...] = ()
 
 
 def stack_environment(settings: EnvironmentSettings) -> Environment | None:
@@ -28,6 +42,9 @@ def stack_environment(settings: EnvironmentSettings) -> Environment | None:
 def create_stacks(app: App, *, nag: bool = True) -> list[DatabaseStack]:
     """Adds every environment's stack to ``app`` (context overrides applied) and the cdk-nag plugin."""
     context = app.node.get_all_context()
+    check_known_context_keys(
+        context, APP_CONTEXT_KEYS + PER_ENVIRONMENT_CONTEXT_KEYS, PER_ENVIRONMENT_CONTEXT_KEYS, ENVIRONMENTS
+    )
     environments = apply_context(context, ENVIRONMENTS)
     stacks = [DatabaseStack(app, settings, env=stack_environment(settings)) for settings in environments]
     if nag:
