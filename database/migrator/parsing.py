@@ -31,6 +31,8 @@ _NON_TRANSACTIONAL = re.compile(
     )""",
     re.IGNORECASE | re.VERBOSE | re.DOTALL,
 )
+# COPY that streams through the client: psql feeds it from the lines after it, the runner has no data to send.
+_CLIENT_COPY = re.compile(r"^copy\b.*\b(?:from\s+stdin|to\s+stdout)\b", re.IGNORECASE | re.DOTALL)
 _TRANSACTION_CONTROL = re.compile(
     r"^(?:begin|start\s+transaction|commit|end|rollback|abort|savepoint|release|prepare\s+transaction)\b",
     re.IGNORECASE,
@@ -265,6 +267,11 @@ def _check_statement(path: Path, statement: Statement, in_transaction: bool) -> 
             f"{path}:{statement.line}: {word} is not allowed in a migration: the runner wraps each file "
             f"in its own transaction. Remove the {word} statements (or, for statements that cannot run "
             f"in a transaction, add '{NO_TRANSACTION_MARKER}' as the first line)."
+        )
+    if _CLIENT_COPY.match(statement.sql):
+        raise InvalidMigrationError(
+            f"{path}:{statement.line}: COPY ... FROM STDIN / TO STDOUT streams data through the client, which "
+            "a migration file cannot do here; use INSERT ... VALUES, or COPY from a file on the database server."
         )
     if in_transaction and _NON_TRANSACTIONAL.match(statement.sql):
         first_words = " ".join(statement.sql.split()[:4])

@@ -110,12 +110,11 @@ def connect(settings: ConnectSettings, emit: EventSink) -> psycopg.Connection[tu
                 raise ConnectionFailedError(f"could not connect{waited}: {reason}") from None
             emit(ConnectRetry(attempt, round(delay, 2), reason.splitlines()[0]))
             time.sleep(delay)
+    session = {"lock_timeout": settings.lock_timeout, "statement_timeout": settings.statement_timeout}
+    session |= _vanished_client_settings(connection)
     try:
-        connection.execute(
-            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-            (settings.lock_timeout, settings.statement_timeout),
-        )
-        _notice_vanished_client(connection)
+        calls = ", ".join("set_config(%s, %s, false)" for _ in session)
+        connection.execute(f"SELECT {calls}", [item for pair in session.items() for item in pair])
     except psycopg.Error as error:
         connection.close()
         raise MigrationError(f"invalid lock/statement timeout: {error.diag.message_primary}") from None
@@ -134,14 +133,13 @@ _SERVER_KEEPALIVES = {  # the machine vanished: nothing closes the socket (about
 }
 
 
-def _notice_vanished_client(connection: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Make the server end this session soon after its client vanishes, even mid-statement.
-    All of these are ordinary user settings; TCP keepalives are ignored on Unix sockets."""
+def _vanished_client_settings(connection: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
+    """Session settings that make the server end this session soon after its client vanishes,
+    even mid-statement. All are ordinary user settings; TCP keepalives are ignored on Unix sockets."""
     settings = dict(_SERVER_KEEPALIVES)
     if connection.info.server_version >= 140000:
         settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
-    calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
-    connection.execute(f"SELECT {calls}", [item for pair in settings.items() for item in pair])
+    return settings
 
 
 def server_version(connection: psycopg.Connection[tuple[object, ...]]) -> str:
@@ -373,7 +371,11 @@ def _apply_in_transaction(
 
 
 def _roll_back(connection: psycopg.Connection[tuple[object, ...]]) -> None:
-    if not connection.closed and connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+    """End a transaction the query string left open (failed or interrupted); a broken
+    connection has none left to end: the server rolls it back."""
+    if connection.closed or connection.broken:
+        return
+    if connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
         connection.execute("ROLLBACK")
 
 
