@@ -361,3 +361,21 @@ def test_a_deferred_constraint_failing_at_commit_rolls_the_migration_back(databa
     assert "rolled back completely" in str(failure.value)
     assert not relation_exists(database_uri, "parent")
     assert status_of(database_uri, directory).pending[0].version == "001_deferred"
+
+
+def test_tracking_row_values_with_quotes_and_backslashes_are_stored_as_given(database_uri: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    from database.migrator.orchestration import apply
+
+    from .helpers import settings_for
+
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
+    who = "cli:o'brien\\DOMAIN@host"
+    with psycopg.connect(database_uri, autocommit=True) as connection:  # backslashes escape in plain '...'
+        name = connection.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        connection.execute(f'ALTER DATABASE "{name}" SET standard_conforming_strings = off')
+    apply(dataclasses.replace(settings_for(database_uri, directory), applied_by=who), lambda _event: None)
+    with psycopg.connect(database_uri) as connection:
+        row = connection.execute("SELECT applied_by, execution_ms >= 0 FROM schema_migrations").fetchone()
+    assert row == (who, True)
