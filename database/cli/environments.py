@@ -66,8 +66,8 @@ def local_conninfo() -> str:
         socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
     except ConnectionRefusedError:
         raise ConnectionFailedError(
-            f"--environment local: the project-local PostgreSQL is not running (nothing listens on "
-            f"127.0.0.1:{port}); start it with scripts/local-db.sh start"
+            f"could not connect: --environment local: the project-local PostgreSQL is not running (nothing "
+            f"listens on 127.0.0.1:{port}); start it with scripts/local-db.sh start"
         ) from None
     except OSError:
         pass  # slow or odd: let the connection attempts (and their retries) say what is wrong
