@@ -579,7 +579,7 @@ def report(
     labels = {
         ("apply", "ours"): "ours: run-migrations.sh (empty database)",
         ("apply", "psql"): "psql --single-transaction -f all.sql",
-        ("apply", "session"): "psql -f all-txn.sql (a transaction per file)",
+        ("apply", "session"): "psql -f all-txn.sql (one txn per file)",
         ("noop", "ours"): "ours: run-migrations.sh (all applied)",
         ("noop", "floor"): "psql -c 'select 1' (floor)",
         ("status", "ours"): "ours: run-migrations.sh --status",
