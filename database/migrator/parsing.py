@@ -142,6 +142,7 @@ def _split(path: Path, text: str) -> tuple[list[Statement], str, int, list[tuple
         match = _TOKEN.match(text, position)
         assert match is not None  # the last alternative matches any character
         kind = match.lastgroup
+        assert kind is not None  # every alternative is a named group
         if kind == "unterminated" or kind == "unterminated_estring":
             raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated quoted string")
         after = match.end()  # the token and the whitespace after it
