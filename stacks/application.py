@@ -8,8 +8,22 @@ from aws_cdk import App, Environment
 
 from stacks.compliance import add_nag_checks
 from stacks.database_stack import DatabaseStack
-from stacks.github import GithubDeployStack, github_settings_from_context
-from stacks.settings import ENVIRONMENTS, ContextError, EnvironmentSettings, apply_context
+from stacks.github import GITHUB_CONTEXT_KEYS, GithubDeployStack, github_settings_from_context
+from stacks.settings import (
+    CONTEXT_KEYS,
+    ENVIRONMENTS,
+    ContextError,
+    EnvironmentSettings,
+    apply_context,
+    check_known_context_keys,
+)
+
+# Every `-c KEY=VALUE` the app reads is registered here; any other key stops the synth (CDK's own
+# `@...`/`aws:...` keys and cached lookups pass). A feature that reads a new key adds it below.
+# Keys that also exist per environment as KEY.<environment> (see stacks/settings.py):
+PER_ENVIRONMENT_CONTEXT_KEYS: tuple[str, ...] = CONTEXT_KEYS
+# Keys read once for the whole app:
+APP_CONTEXT_KEYS: tuple[str, ...] = GITHUB_CONTEXT_KEYS
 
 
 def stack_environment(settings: EnvironmentSettings) -> Environment | None:
@@ -32,6 +46,9 @@ def create_stacks(app: App, *, nag: bool = True, schema_migration: bool = True) 
     ``schema_migration=False`` leaves out the deploy-time migration: only for the synth benchmark.
     """
     context = app.node.get_all_context()
+    check_known_context_keys(
+        context, APP_CONTEXT_KEYS + PER_ENVIRONMENT_CONTEXT_KEYS, PER_ENVIRONMENT_CONTEXT_KEYS, ENVIRONMENTS
+    )
     environments = apply_context(context, ENVIRONMENTS)
     stacks = [
         DatabaseStack(app, settings, env=stack_environment(settings), schema_migration=schema_migration)

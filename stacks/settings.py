@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -313,6 +313,36 @@ def _check_context_keys(context: Mapping[str, object], environments: Mapping[str
                 f"context key {key!r} names no environment: allowed are "
                 + ", ".join(f"{base}.{name}" for name in environments)
             )
+
+
+def is_cdk_context_key(key: str) -> bool:
+    """Keys CDK itself puts in the context: feature flags (`@aws-cdk/...`), the CLI's `aws:cdk:...`
+    settings, context-provider lookups cached in cdk.context.json (`vpc-provider:account=...`) and
+    notices acknowledged with `cdk acknowledge`."""
+    return key.startswith(("@", "aws:")) or ":" in key or key == "acknowledged-issue-numbers"
+
+
+def check_known_context_keys(
+    context: Mapping[str, object],
+    known: Iterable[str],
+    per_environment: Iterable[str] = (),
+    environments: Mapping[str, EnvironmentSettings] = ENVIRONMENTS,
+) -> None:
+    """Refuse a context key nobody reads: a misspelled `-c databse=rds-free` would otherwise be
+    ignored silently, and the deploy would go on with the default flavour. `known` keys are read as
+    given; `per_environment` keys also as KEY.<environment>."""
+    _check_context_keys(context, environments)
+    per_environment = tuple(per_environment)
+    allowed = set(known) | set(per_environment)
+    allowed |= {f"{key}.{name}" for key in per_environment for name in environments}
+    unknown = sorted(key for key in context if key not in allowed and not is_cdk_context_key(key))
+    if unknown:
+        plain = set(known) - set(per_environment)
+        listed = ", ".join(sorted(plain | {f"{key}[.<environment>]" for key in per_environment}))
+        raise ContextError(
+            f"unknown context key {unknown[0]!r}: known keys are {listed} "
+            f"(environments: {', '.join(environments)})"
+        )
 
 
 def apply_context(

@@ -2,74 +2,169 @@
 
 Exit status: 0 success; 1 a migration failed, applied files drifted or another database error;
 2 bad input (flags, file names, file contents); 3 database unreachable; 4 another run held the
-lock too long.
+lock too long; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
+import re
 import signal
 import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-from database.cli.environments import DEFAULT_MIGRATIONS_DIR, UsageError, resolve_target
-from database.cli.render import HumanRenderer, JsonCollector, json_document
-from database.migrator.errors import InvalidMigrationError, MigrationError
+from database.cli.environments import DEFAULT_MIGRATIONS_DIR, UsageError, resolve_target, shown
+from database.cli.render import HumanRenderer, JsonCollector, RunLog, json_document
+from database.migrator.errors import InvalidMigrationError, MigrationError, RunInterruptedError
+from database.migrator.events import Event
+
+if TYPE_CHECKING:
+    from database.migrator.orchestration import Status
+
+PROGRAM = "run-migrations.sh"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags raise UsageError, so that they are reported like every other error (one JSON
+    document under --json) instead of argparse printing and exiting on its own."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} ({PROGRAM} --help lists every flag)")
+
+
+def _text(value: str) -> str:
+    """A value that must not be empty: an unset shell variable ("$X") must not change the meaning."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty value (an unset shell variable?)")
+    return value
+
+
+def _seconds(value: str, *, zero_allowed: bool = True) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
+        bound = "0 or more" if zero_allowed else "more than 0"
+        raise argparse.ArgumentTypeError(f"{value!r}: expected {bound} seconds")
+    return seconds
+
+
+def _positive_seconds(value: str) -> float:
+    return _seconds(value, zero_allowed=False)
+
+
+# PostgreSQL's syntax for a time setting: a number and an optional unit (milliseconds without one).
+_DURATION = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]*)?)\s*(?P<unit>us|ms|s|min|h|d)?\s*$")
+_UNIT_MS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL keeps these settings as an int of milliseconds
+
+
+def _duration(value: str) -> str:
+    """Checked here, before any connection, rather than by the server halfway through a run."""
+    match = _DURATION.match(value)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a PostgreSQL duration such as 5s, 500ms, 10min, 1h or 0 (no limit)"
+        )
+    if float(match["number"]) * _UNIT_MS[match["unit"]] > _MAX_TIMEOUT_MS:
+        raise argparse.ArgumentTypeError(f"{value!r}: at most {_MAX_TIMEOUT_MS} ms (about 24 days)")
+    return value.strip()
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="run-migrations.sh",
+    parser = _Parser(
+        prog=PROGRAM,
         description="Apply pending database/migrations/NNN_description.sql files, in order, each in "
         "its own transaction. Same runner locally, in CI and on every deploy.",
     )
-    target = parser.add_argument_group("database (default: DATABASE_URL, else libpq PG* variables)")
-    target.add_argument("--environment", metavar="NAME", help="local: the project-local PostgreSQL")
-    target.add_argument("--db-uri", metavar="URI", help="postgresql://user:pass@host:5432/db?sslmode=require")
+    target = parser.add_argument_group(
+        "database (one of these, else DATABASE_URL, else libpq's PGHOST/PGDATABASE/... variables)"
+    )
+    target.add_argument("--environment", metavar="NAME", type=_text,
+                        help="local: the project-local PostgreSQL (scripts/local-db.sh)")
+    target.add_argument("--db-uri", metavar="URI", type=_text,
+                        help="postgresql://user:pass@host:5432/db?sslmode=require")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="show applied, pending, drifted and missing")
     mode.add_argument("--dry-run", action="store_true", help="show what would be applied; change nothing")
-    mode.add_argument("--new", metavar="DESCRIPTION", help="create the next numbered migration file")
+    mode.add_argument("--new", metavar="DESCRIPTION", type=_text,
+                      help="create the next numbered migration file")
     parser.add_argument("--json", action="store_true", help="print one machine-readable JSON document")
     parser.add_argument(
-        "--migrations-dir", metavar="DIR", type=Path, default=DEFAULT_MIGRATIONS_DIR,
+        "--migrations-dir", metavar="DIR", type=_text, default=None,
         help="default: database/migrations",
     )
     parser.add_argument(
-        "--accept-drift", metavar="VERSION", action="append", default=[],
+        "--accept-drift", metavar="VERSION", action="append", type=_text, default=[],
         help="accept that an applied migration's file was edited (repeatable)",
     )
-    parser.add_argument("--lock-wait", metavar="SECONDS", type=float, default=300.0,
-                        help="how long to wait for another run's lock (default 300)")
-    parser.add_argument("--lock-timeout", metavar="DURATION", default="5s",
+    parser.add_argument("--lock-wait", metavar="SECONDS", type=_seconds,
+                        default=300.0, help="how long to wait for another run's lock (default 300)")
+    parser.add_argument("--lock-timeout", metavar="DURATION", type=_duration, default="5s",
                         help="PostgreSQL lock_timeout for migration SQL (default 5s)")
-    parser.add_argument("--statement-timeout", metavar="DURATION", default="10min",
-                        help="PostgreSQL statement_timeout for migration SQL (default 10min)")
-    parser.add_argument("--connect-timeout", metavar="SECONDS", type=float,
+    parser.add_argument("--statement-timeout", metavar="DURATION", type=_duration,
+                        default="10min", help="PostgreSQL statement_timeout for migration SQL (default 10min)")
+    parser.add_argument("--connect-timeout", metavar="SECONDS", type=_positive_seconds,
                         help="keep retrying the connection this long (default 10 local, 90 otherwise)")
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.new is not None:
+        ignored = [flag for flag, value in (("--db-uri", arguments.db_uri), ("--environment", arguments.environment),
+                                            ("--accept-drift", arguments.accept_drift)) if value]
+        if ignored:
+            raise UsageError(f"--new only creates a file and touches no database: drop {', '.join(ignored)}")
+    return arguments
+
+
+def _mode_of(argv: list[str]) -> str:
+    """The mode the command line asks for, read before parsing so that even a parse error is
+    reported in the right JSON document."""
+    for flag, mode in (("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new")):
+        if any(argument == flag or argument.startswith(f"{flag}=") for argument in argv):
+            return mode
+    return "apply"
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --json | head` ends quietly
-    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
-    renderer = HumanRenderer(sys.stdout, sys.stderr, quiet=arguments.json, deployed_major=_deployed_major(arguments))
-    collector = JsonCollector()
-    mode = "status" if arguments.status else "dry-run" if arguments.dry_run else "new" if arguments.new else "apply"
+    argv = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in argv
+    mode = _mode_of(argv)
+    log = RunLog()
+    renderer = HumanRenderer(sys.stdout, sys.stderr, quiet=as_json, log=log)
+    collector = JsonCollector(log)
     try:
-        if arguments.new:
-            return create_migration(arguments.migrations_dir, arguments.new, as_json=arguments.json)
+        arguments = parse_arguments(argv)
+        if arguments.new is not None:
+            return create_migration(_migrations_dir(arguments), arguments.new, as_json=as_json)
         return run(arguments, mode, renderer, collector)
-    except MigrationError as error:
-        if arguments.json:
-            print(json_document(mode, collector, error=error))
-        else:
-            renderer.error(error)
-        return error.exit_code
+    except KeyboardInterrupt:
+        error: MigrationError = RunInterruptedError(_interrupted_outside_a_migration(mode, log))
+    except MigrationError as raised:
+        error = raised
+    if as_json:
+        print(json_document(mode, collector, error=error))
+    else:
+        renderer.error(error)
+    return error.exit_code
+
+
+def _interrupted_outside_a_migration(mode: str, log: RunLog) -> str:
+    if mode != "apply":
+        return "interrupted; nothing was changed"
+    if log.applied:
+        return f"interrupted between migrations: {', '.join(log.applied)} stay applied; nothing else was changed"
+    return "interrupted before any migration ran; nothing was changed"
+
+
+def _migrations_dir(arguments: argparse.Namespace) -> Path:
+    return DEFAULT_MIGRATIONS_DIR if arguments.migrations_dir is None else Path(arguments.migrations_dir)
 
 
 def _check_accepted_versions(versions: list[str], directory: Path) -> None:
@@ -81,7 +176,7 @@ def _check_accepted_versions(versions: list[str], directory: Path) -> None:
     known = {migration.version for migration in discover(directory)}
     unknown = [version for version in versions if version not in known]
     if unknown:
-        raise UsageError(f"--accept-drift {unknown[0]}: no migration in {directory} has that version")
+        raise UsageError(f"--accept-drift {unknown[0]}: no migration in {shown(str(directory))} has that version")
 
 
 def _user() -> str:
@@ -92,23 +187,17 @@ def _user() -> str:
         return f"uid-{os.getuid()}"
 
 
-def _deployed_major(arguments: argparse.Namespace) -> int | None:
-    """For local runs, the PostgreSQL major the deployed environments run, to compare with."""
-    if arguments.environment != "local":
-        return None
-    from stacks.settings import POSTGRES_MAJOR_VERSION
-
-    return POSTGRES_MAJOR_VERSION
-
-
 def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
+    target = resolve_target(arguments.environment, arguments.db_uri)
+    migrations_dir = _migrations_dir(arguments)
+    _check_accepted_versions(arguments.accept_drift, migrations_dir)
+
     from database.migrator import orchestration
     from database.migrator.postgres import ConnectSettings
+    from stacks.settings import POSTGRES_MAJOR_VERSION
 
-    target = resolve_target(arguments.environment, arguments.db_uri)
-    _check_accepted_versions(arguments.accept_drift, arguments.migrations_dir)
     settings = orchestration.RunnerSettings(
-        migrations_dir=arguments.migrations_dir,
+        migrations_dir=migrations_dir,
         connect=ConnectSettings(
             conninfo=target.conninfo,
             total_timeout_seconds=arguments.connect_timeout or target.connect_timeout_seconds,
@@ -119,7 +208,13 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         lock_wait_seconds=arguments.lock_wait,
         accept_drift=frozenset(arguments.accept_drift),
     )
-    emit = collector.event if arguments.json else renderer.event
+    renderer.log.deployed_major = POSTGRES_MAJOR_VERSION
+    sink = collector.event if arguments.json else renderer.event
+
+    def emit(event: Event) -> None:
+        renderer.log.record(event)
+        sink(event)
+
     renderer.start(mode)
     if mode == "apply":
         result = orchestration.apply(settings, emit)
@@ -129,13 +224,24 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
             renderer.finished(result)
         return 0
     status = orchestration.read_status(settings, emit)
+    exit_code = status_exit_code(status, settings.accept_drift)
     if arguments.json:
-        print(json_document(mode, collector, status=status))
+        print(json_document(mode, collector, status=status, exit_code=exit_code))
     else:
         renderer.status(status)
         if mode == "dry-run":
             renderer.dry_run(status)
-    return 1 if status.drifted and not set(status.drifted) <= settings.accept_drift else 0
+    return exit_code
+
+
+def status_exit_code(status: Status, accepted: frozenset[str]) -> int:
+    """2 when a file is unusable (apply would refuse it), 1 for unaccepted drift or an invalid
+    index, else 0."""
+    if status.problems:
+        return InvalidMigrationError.exit_code
+    if (status.drifted and not set(status.drifted) <= accepted) or status.invalid_indexes:
+        return 1
+    return 0
 
 
 def create_migration(directory: Path, description: str, *, as_json: bool) -> int:
@@ -144,7 +250,7 @@ def create_migration(directory: Path, description: str, *, as_json: bool) -> int
     stamp = datetime.now(UTC)
     path = next_migration_path(directory, description, stamp.strftime("%Y%m%d%H%M%S"))
     if path.exists():
-        raise InvalidMigrationError(f"{path}: already exists")
+        raise InvalidMigrationError(f"{shown(str(path))}: already exists")
     path.write_text(
         f"-- {path.stem}: {description}\n"
         f"-- Created {stamp:%Y-%m-%d}. Runs in one transaction together with its tracking row.\n"
@@ -154,9 +260,10 @@ def create_migration(directory: Path, description: str, *, as_json: bool) -> int
     if as_json:
         import json
 
-        print(json.dumps({"mode": "new", "ok": True, "path": str(path), "version": path.stem}))
+        print(json.dumps({"mode": "new", "ok": True, "path": shown(str(path)), "version": path.stem}))
     else:
-        print(f"📝 Created {path}")
+        print(f"📝 Created {shown(str(path))}")
+        print("   Write its SQL, then see what would run: scripts/run-migrations.sh --dry-run --environment local")
     return 0
 
 

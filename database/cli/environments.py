@@ -8,10 +8,11 @@ Secrets Manager and the database sits in private subnets.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from database.migrator.errors import MigrationError
+from database.migrator.errors import ConnectionFailedError, MigrationError
 
 
 class UsageError(MigrationError):
@@ -43,8 +44,14 @@ def local_state_dir() -> Path:
     return Path(os.environ.get("LOCAL_PG_DIR") or PROJECT_ROOT / ".local" / "postgres")
 
 
+def shown(text: str) -> str:
+    """Paths inside the project, as the user knows them: `database/migrations/004_x.sql`."""
+    return text.replace(f"{PROJECT_ROOT}/", "")
+
+
 def local_conninfo() -> str:
-    """URI of the project-local server; its port is chosen when scripts/local-db.sh creates it."""
+    """URI of the project-local server; its port is chosen when scripts/local-db.sh creates it.
+    A stopped server is reported at once (nothing listens on its port): no point retrying."""
     port_file = local_state_dir() / "port"
     if not port_file.is_file():
         raise UsageError(
@@ -52,19 +59,59 @@ def local_conninfo() -> str:
             "start it with scripts/local-db.sh start"
         )
     port = port_file.read_text().strip()
+    if not port.isdigit():
+        raise UsageError(f"--environment local: {port_file} does not hold a port number; "
+                         "recreate the server with scripts/local-db.sh destroy && scripts/local-db.sh start")
+    try:
+        socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
+    except ConnectionRefusedError:
+        raise ConnectionFailedError(
+            f"could not connect: --environment local: the project-local PostgreSQL is not running (nothing "
+            f"listens on 127.0.0.1:{port}); start it with scripts/local-db.sh start"
+        ) from None
+    except OSError:
+        pass  # slow or odd: let the connection attempts (and their retries) say what is wrong
     return f"postgresql://postgres@127.0.0.1:{port}/{LOCAL_DATABASE}"
 
 
+# libpq reads these when no connection string names a database.
+_LIBPQ_TARGET_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+_HOW_TO_NAME_A_TARGET = (
+    "--environment local (the project-local PostgreSQL: scripts/local-db.sh start), --db-uri URI, "
+    "DATABASE_URL, or libpq's PGHOST/PGDATABASE variables"
+)
+
+
+def check_conninfo(conninfo: str, source: str) -> str:
+    """Refuse a malformed URI or key=value string before connecting, without echoing a password."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    from database.migrator.redaction import password_of, scrub, visible_parts
+
+    try:
+        options = conninfo_to_dict(conninfo)
+    except ProgrammingError as error:
+        reason = scrub(str(error).strip(), password_of(conninfo), shown=visible_parts(conninfo))
+        raise UsageError(f"{source} is not a PostgreSQL URI or connection string: {reason} "
+                         "(expected postgresql://user:password@host:5432/database)") from None
+    port = str(options.get("port") or "")
+    if port and not all(part.isdigit() for part in port.split(",")):
+        raise UsageError(f"{source}: port {port!r} is not a number")
+    return conninfo
+
+
 def resolve_target(environment: str | None, db_uri: str | None) -> Target:
-    """Pick the database: --db-uri, else --environment, else DATABASE_URL, else libpq's PG* variables."""
-    if db_uri and environment:
+    """Pick the database: --db-uri, else --environment, else DATABASE_URL, else libpq's PG* variables.
+    A target named but empty (an unset shell variable) is an error, never a fallback to another."""
+    if db_uri is not None and environment is not None:
         raise UsageError("use either --db-uri or --environment, not both")
-    if db_uri:
-        return Target(db_uri, _REMOTE_CONNECT_TIMEOUT)
+    if db_uri is not None:
+        return Target(check_conninfo(db_uri, "--db-uri"), _REMOTE_CONNECT_TIMEOUT)
     if environment == "local":
         return Target(local_conninfo(), _LOCAL_CONNECT_TIMEOUT)
     if environment in DEPLOYED_ENVIRONMENTS:
-        url = os.environ.get("DATABASE_URL")
+        url = _database_url()
         if url:
             return Target(url, _REMOTE_CONNECT_TIMEOUT)
         raise UsageError(
@@ -75,7 +122,20 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
     if environment is not None:
         known = ", ".join(("local", *DEPLOYED_ENVIRONMENTS))
         raise UsageError(f"--environment {environment!r} is not known (known: {known})")
-    url = os.environ.get("DATABASE_URL")
+    url = _database_url()
     if url:
         return Target(url, _REMOTE_CONNECT_TIMEOUT)
+    if not any(os.environ.get(variable) for variable in _LIBPQ_TARGET_VARIABLES):
+        raise UsageError(f"no database given: name one with {_HOW_TO_NAME_A_TARGET}")
     return Target("", _REMOTE_CONNECT_TIMEOUT)
+
+
+def _database_url() -> str | None:
+    """DATABASE_URL, checked; set but empty is an error (CI often sets it from a missing secret)."""
+    url = os.environ.get("DATABASE_URL")
+    if url is None:
+        return None
+    if not url.strip():
+        raise UsageError(f"DATABASE_URL is set but empty (a missing secret?); name the database with "
+                         f"{_HOW_TO_NAME_A_TARGET}")
+    return check_conninfo(url, "DATABASE_URL")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from database.cli.environments import shown
 from database.migrator.errors import MigrationError, MigrationFailedError
 from database.migrator.events import (
     Applied,
@@ -15,6 +17,7 @@ from database.migrator.events import (
     Event,
     Notice,
     Planned,
+    ServerMessage,
     TrackingTableReady,
     WaitingForLock,
 )
@@ -23,22 +26,49 @@ if TYPE_CHECKING:
     from database.migrator.orchestration import ApplyResult, Status
 
 _APPLIED_SHOWN_WHEN_APPLYING = 10
+# The old runner's two lines, on every run: the table is created if missing, checked otherwise.
 _TRACKING_LINES = {
     "created": ("📋 Creating migration table...", "✅ Migration table ready"),
-    "upgraded": ("📋 Upgrading the previous runner's migration table...", "✅ Migration table ready"),
-    "ready": ("📋 Checking migration table...", "✅ Migration table ready"),
+    "upgraded": ("📋 Creating migration table...", "✅ Migration table ready (adopted the previous runner's table)"),
+    "ready": ("📋 Creating migration table...", "✅ Migration table ready"),
 }
+
+
+@dataclass
+class RunLog:
+    """What both renderers need to remember about a run: the server version, the version
+    warning (computed once), what was applied (for an interruption's message)."""
+
+    deployed_major: int | None = None  # POSTGRES_MAJOR_VERSION, the engine the stacks deploy
+    server_version: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+
+    def record(self, event: Event) -> None:
+        match event:
+            case Connected(version):
+                self.server_version = version
+                major = int(version.split(".")[0])
+                if self.deployed_major is not None and major != self.deployed_major:
+                    self.warnings.append(
+                        f"PostgreSQL {major} here differs from the deployed PostgreSQL {self.deployed_major} "
+                        "(POSTGRES_VERSION in stacks/settings.py): features of either may not exist in the other"
+                    )
+            case Applied(version, _):
+                self.applied.append(version)
+            case _:
+                pass
 
 
 class HumanRenderer:
     """Prints events as they happen, in the wording users know from the old run-migrations.sh."""
 
-    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool, deployed_major: int | None = None) -> None:
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool, log: RunLog | None = None) -> None:
         self.out = out
         self.err = err
         self.quiet = quiet
         self.list_all_applied = True  # apply runs show only the latest: a deploy log needs no history
-        self.deployed_major = deployed_major  # set for local runs: warn when majors differ
+        self.log = log or RunLog()
 
     def _print(self, line: str) -> None:
         if not self.quiet:
@@ -56,12 +86,8 @@ class HumanRenderer:
                 self._print(f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s")
             case Connected(version):
                 self._print(f"✅ Database connection successful (PostgreSQL {version})")
-                major = int(version.split(".")[0])
-                if self.deployed_major is not None and major != self.deployed_major:
-                    self._print(
-                        f"⚠️  Local PostgreSQL {major} differs from the deployed PostgreSQL {self.deployed_major} "
-                        "(POSTGRES_VERSION in stacks/settings.py): features of either may not exist in the other"
-                    )
+                for warning in self.log.warnings:
+                    self._print(f"⚠️  {warning}")
             case WaitingForLock(holder):
                 self._print(f"⏳ Another migration run is in progress ({holder}); waiting for it to finish")
             case TrackingTableReady(action):
@@ -75,7 +101,9 @@ class HumanRenderer:
             case Applied(version, milliseconds):
                 self._print(f"✅ Applied: {version} ({milliseconds} ms)")
             case Notice(message):
-                self._print(f"⚠️  {message}")
+                self._print(f"⚠️  {shown(message)}")
+            case ServerMessage(_, severity, message):
+                self._print(f"   💬 {severity}: {message}")
 
     def status(self, status: Status) -> None:
         self._print("📊 Migration Status")
@@ -84,11 +112,11 @@ class HumanRenderer:
             self._print("(no migration table yet: every migration is pending)")
         if status.applied:
             self._print("✅ Applied Migrations:")
-            shown = status.applied
-            if not self.list_all_applied and len(shown) > _APPLIED_SHOWN_WHEN_APPLYING:
-                shown = shown[-_APPLIED_SHOWN_WHEN_APPLYING:]
-                self._print(f"  … {len(status.applied) - len(shown)} earlier (--status lists them all)")
-            for applied in shown:
+            listed = status.applied
+            if not self.list_all_applied and len(listed) > _APPLIED_SHOWN_WHEN_APPLYING:
+                listed = listed[-_APPLIED_SHOWN_WHEN_APPLYING:]
+                self._print(f"  … {len(status.applied) - len(listed)} earlier (--status lists them all)")
+            for applied in listed:
                 details = []
                 if applied.applied_at is not None:
                     details.append(f"{applied.applied_at:%Y-%m-%d %H:%M:%S %Z}".strip())
@@ -112,6 +140,10 @@ class HumanRenderer:
             ("❌ Changed after being applied (drift):", status.drifted),
             ("❓ Applied but no file any more:", status.missing),
             ("ℹ️  Applied before checksums were kept (recorded on the next apply):", status.unverified),
+            ("❌ Invalid indexes (a failed CREATE INDEX CONCURRENTLY, or one being built right now); the next "
+             "apply of the migration that builds one drops and rebuilds it:", status.invalid_indexes),
+            ("❌ Unusable migration files (apply refuses to run until they are fixed):",
+             [shown(problem) for problem in status.problems]),
         ):
             if versions:
                 self._print(title)
@@ -124,6 +156,8 @@ class HumanRenderer:
             for pending in status.pending:
                 mode = "one transaction" if pending.in_transaction else "no transaction"
                 self._print(f"  • {pending.version}: {pending.statements} statement(s), {mode}")
+        if status.problems:
+            self._print("🔍 Dry run: an apply would refuse to start until the unusable files above are fixed")
         self._print("🔍 Dry run: nothing was changed")
 
     def finished(self, result: ApplyResult) -> None:
@@ -133,22 +167,28 @@ class HumanRenderer:
             self._print("🎉 Database is up to date: nothing to apply")
 
     def error(self, error: MigrationError) -> None:
-        print(f"❌ {error}", file=self.err, flush=True)
+        print(f"❌ {shown(str(error))}", file=self.err, flush=True)
 
 
 class JsonCollector:
-    """Keeps what the JSON document reports besides the result: server version and notices."""
+    """Keeps what the JSON document reports besides the result: server version, warnings,
+    the runner's notices and the server's messages."""
 
-    def __init__(self) -> None:
-        self.server_version: str | None = None
+    def __init__(self, log: RunLog | None = None) -> None:
+        self.log = log or RunLog()
         self.notices: list[str] = []
+        self.server_messages: list[dict[str, str]] = []
+
+    @property
+    def server_version(self) -> str | None:
+        return self.log.server_version
 
     def event(self, event: Event) -> None:
         match event:
-            case Connected(version):
-                self.server_version = version
             case Notice(message):
-                self.notices.append(message)
+                self.notices.append(shown(message))
+            case ServerMessage(version, severity, message):
+                self.server_messages.append({"version": version, "severity": severity, "message": message})
             case _:
                 pass
 
@@ -160,13 +200,16 @@ def json_document(
     status: Status | None = None,
     applied: list[Applied] | None = None,
     error: MigrationError | None = None,
+    exit_code: int = 0,
 ) -> str:
     """One JSON object describing the run; `ok` is false exactly when the exit status is not 0."""
     document: dict[str, Any] = {
         "mode": mode,
-        "ok": error is None,
+        "ok": error is None and exit_code == 0,
         "server_version": collector.server_version,
+        "warnings": collector.log.warnings,
         "notices": collector.notices,
+        "server_messages": collector.server_messages,
     }
     if status is not None:
         document.update(
@@ -182,7 +225,7 @@ def json_document(
             pending=[
                 {
                     "version": item.version,
-                    "path": str(item.path),
+                    "path": shown(str(item.path)),
                     "statements": item.statements,
                     "in_transaction": item.in_transaction,
                     "out_of_order": item.out_of_order,
@@ -192,14 +235,16 @@ def json_document(
             drifted=status.drifted,
             missing=status.missing,
             unverified=status.unverified,
+            invalid_indexes=status.invalid_indexes,
+            problems=[shown(problem) for problem in status.problems],
         )
-        if mode == "status" or mode == "dry-run":
-            document["ok"] = not status.drifted
     if applied is not None:
         document["applied_now"] = [{"version": a.version, "execution_ms": a.milliseconds} for a in applied]
     if error is not None:
-        details: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+        details: dict[str, Any] = {
+            "type": type(error).__name__, "message": shown(str(error)), "exit_code": error.exit_code,
+        }
         if isinstance(error, MigrationFailedError):
-            details.update(version=error.version, path=error.path, line=error.line, sqlstate=error.sqlstate)
+            details.update(version=error.version, path=shown(error.path), line=error.line, sqlstate=error.sqlstate)
         document["error"] = details
     return json.dumps(document, indent=2)

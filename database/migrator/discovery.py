@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
     except (FileNotFoundError, NotADirectoryError):
         raise InvalidMigrationError(f"{directory}: migrations directory not found") from None
     by_number: dict[int, MigrationFile] = {}
+    clashes: list[MigrationFile] = []
     problems: list[str] = []
     for name, is_file in found:
         if not name.lower().endswith(".sql") or name.startswith("."):
@@ -61,12 +63,39 @@ def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
             problems.append(f"{path}: not a regular file")
             continue
         migration = MigrationFile(int(match["number"]), name[: -len(".sql")], path)
-        clash = by_number.get(migration.number)
-        if clash is not None:
-            problems.append(f"{path}: duplicate migration number {migration.number} (also {clash.path.name})")
+        if migration.number in by_number:
+            clashes.append(migration)
             continue
         by_number[migration.number] = migration
+    problems.extend(_duplicate_problems(by_number, clashes))
     return [by_number[number] for number in sorted(by_number)], problems
+
+
+def _duplicate_problems(by_number: dict[int, MigrationFile], clashes: list[MigrationFile]) -> list[str]:
+    """A line per duplicated number, naming the newer file first (the one to renumber: most
+    recently modified, the later name on a tie) and the next free number for it."""
+    problems = []
+    next_free = max(by_number) + 1 if by_number else 1
+    for number in sorted({clash.number for clash in clashes}):
+        files = [by_number[number], *(clash for clash in clashes if clash.number == number)]
+        files.sort(key=lambda file: (_modified(file.path), file.path.name), reverse=True)
+        newest, others = files[0], files[1:]
+        prefix, _, description = newest.version.partition("_")
+        suggestion = f"{str(next_free).zfill(len(prefix))}_{description}.sql"
+        problems.append(
+            f"{newest.path}: duplicate migration number {number} "
+            f"(also {', '.join(other.path.name for other in others)}); "
+            f"if {newest.path.name} is the new one, rename it to {suggestion}"
+        )
+        next_free += 1
+    return problems
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def next_migration_path(directory: Path, description: str, timestamp: str) -> Path:
@@ -75,9 +104,7 @@ def next_migration_path(directory: Path, description: str, timestamp: str) -> Pa
     Sequential directories get the next number at the existing width (at least 3 digits);
     directories that already use timestamp prefixes (12+ digits) get `timestamp`.
     """
-    slug = re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
-    if not slug:
-        raise InvalidMigrationError(f"migration description {description!r} has no letters or digits")
+    slug = _slug(description)
     # Names only: the newest migration may still be the unfinished, comment-only file `new` wrote.
     existing = discover(directory)
     widths = [len(m.version.split("_", 1)[0]) for m in existing]
@@ -87,3 +114,34 @@ def next_migration_path(directory: Path, description: str, timestamp: str) -> Pa
         number = existing[-1].number + 1 if existing else 1
         prefix = str(number).zfill(max([3, *widths]))
     return directory / f"{prefix}_{slug}.sql"
+
+
+def _slug(description: str) -> str:
+    """The description as a file-name part: lower-case ASCII letters and digits joined by `_`.
+
+    Accented Latin letters keep their base letter ("Café crème" -> cafe_creme). File names stay
+    ASCII on purpose: the version recorded in the database is the file name, and non-ASCII names
+    change bytes between systems (macOS may store é decomposed), which would make an applied
+    migration look new and run it again. A description with no Latin letters or digits is
+    refused with that reason.
+    """
+    decomposed = unicodedata.normalize("NFKD", description)
+    ascii_text = "".join(char for char in decomposed if not unicodedata.combining(char))
+    ascii_text = ascii_text.translate(_LIGATURES)
+    untranslatable = sorted({char for char in ascii_text if char.isalnum() and not char.isascii()})
+    if untranslatable:
+        raise InvalidMigrationError(
+            f"migration description {description!r}: {''.join(untranslatable)} cannot be written in a file name "
+            "here. Migration file names use ASCII letters and digits only: the name is the version recorded in "
+            "the database, and non-ASCII names can change bytes between systems (macOS may decompose them), "
+            "which would run an applied migration again. Describe it in Latin letters."
+        )
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")
+    if not slug:
+        raise InvalidMigrationError(f"migration description {description!r} has no letters or digits")
+    return slug
+
+
+# Letters NFKD does not decompose into a base letter plus accents.
+_LIGATURES = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE",
+                            "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th", "Þ": "TH", "ı": "i"})

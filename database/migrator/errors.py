@@ -60,3 +60,9 @@ class OutOfTimeError(MigrationError):
         super().__init__(message)
         self.applied = applied
         self.total = total
+
+
+class RunInterruptedError(MigrationError):
+    """The run was interrupted (Ctrl-C, SIGINT); `str(error)` says what was rolled back."""
+
+    exit_code = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C

@@ -60,8 +60,26 @@ class Notice:
     message: str
 
 
+@dataclass(frozen=True)
+class ServerMessage:
+    """A NOTICE or WARNING the server sent while a migration ran (RAISE NOTICE, "already exists, skipping")."""
+
+    version: str
+    severity: str  # NOTICE, WARNING, INFO, ...
+    message: str
+
+
 Event = (
-    Connecting | ConnectRetry | Connected | WaitingForLock | TrackingTableReady | Planned | Applying | Applied | Notice
+    Connecting
+    | ConnectRetry
+    | Connected
+    | WaitingForLock
+    | TrackingTableReady
+    | Planned
+    | Applying
+    | Applied
+    | Notice
+    | ServerMessage
 )
 EventSink = Callable[[Event], None]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .discovery import MigrationFile, scan
-from .errors import DriftError, InvalidMigrationError, MigrationError, OutOfTimeError
+from .errors import DriftError, InvalidMigrationError, MigrationError, OutOfTimeError, RunInterruptedError
 from .events import Applied, Applying, EventSink, Notice, Planned
 from .parsing import ParsedMigration, file_digest, has_statements, parse_migration, read_migration
 
@@ -86,6 +86,8 @@ class Status:
     missing: list[str] = field(default_factory=list)  # applied, no file any more
     unverified: list[str] = field(default_factory=list)  # applied by the old runner: no checksum yet
     tracking_table_exists: bool = True
+    problems: list[str] = field(default_factory=list)  # unusable files (status only; apply refuses them)
+    invalid_indexes: list[str] = field(default_factory=list)  # left by failed concurrent builds
 
 
 @dataclass
@@ -97,6 +99,15 @@ class ApplyResult:
 def load_migrations(directory: Path) -> list[LocalMigration]:
     """Discover and read every migration once, rejecting bad names, duplicate numbers, non-UTF-8
     and statement-less files before any database work, every problem in one error."""
+    migrations, problems = scan_migrations(directory)
+    if problems:
+        raise InvalidMigrationError("\n".join(problems))
+    return migrations
+
+
+def scan_migrations(directory: Path) -> tuple[list[LocalMigration], list[str]]:
+    """The usable migrations, and a line per unusable file (bad name, duplicate number,
+    non-UTF-8, no statements); a missing directory is still an error."""
     files, problems = scan(directory)
     migrations = []
     for file in files:
@@ -108,21 +119,38 @@ def load_migrations(directory: Path) -> list[LocalMigration]:
             problems.append(str(error))
             continue
         migrations.append(LocalMigration(file, raw, text, file_digest(raw)))
-    if problems:
-        raise InvalidMigrationError("\n".join(problems))
-    return migrations
+    return migrations, problems
 
 
 def compute_status(
-    local: list[LocalMigration], rows: dict[str, AppliedRow], *, tracking_table_exists: bool = True
+    local: list[LocalMigration],
+    rows: dict[str, AppliedRow],
+    *,
+    tracking_table_exists: bool = True,
+    problems: list[str] | None = None,
 ) -> Status:
     """Compare files with tracking rows. Every pending file is parsed here, so a broken pending
-    file stops the run before anything is applied."""
+    file stops the run before anything is applied; with `problems` (a list to extend, for
+    status) a file that cannot be parsed is reported there instead."""
     status = Status(tracking_table_exists=tracking_table_exists)
+    if problems is not None:
+        status.problems = problems
     local_versions = {migration.version for migration in local}
     highest_applied = max((m.file.number for m in local if m.version in rows), default=-1)
     for migration in local:
         row = rows.get(migration.version)
+        needs_parsing = row is None or (row.file_digest != migration.digest and row.checksum is not None)
+        if problems is not None and needs_parsing:
+            try:
+                migration.parsed  # noqa: B018 (parsing now turns a broken file into a problem line)
+            except InvalidMigrationError as error:
+                problems.append(str(error))
+                if row is not None:  # an applied file edited into something unparsable: drift
+                    status.applied.append(
+                        AppliedMigration(row.version, row.applied_at, row.execution_ms, row.applied_by)
+                    )
+                    status.drifted.append(migration.version)
+                continue
         if row is None:
             parsed = migration.parsed
             status.pending.append(
@@ -150,11 +178,14 @@ def read_status(settings: RunnerSettings, emit: EventSink) -> Status:
     """Status without changing anything: no tracking table is created, no lock is taken."""
     from . import postgres
 
-    local = load_migrations(settings.migrations_dir)
+    local, problems = scan_migrations(settings.migrations_dir)
     with _connection(settings, emit) as connection:
         exists = postgres.tracking_table_exists(connection)
         rows = postgres.applied_rows(connection) if exists else {}
-    return compute_status(local, rows, tracking_table_exists=exists)
+        invalid = postgres.invalid_indexes(connection)
+    status = compute_status(local, rows, tracking_table_exists=exists, problems=problems)
+    status.invalid_indexes = invalid
+    return status
 
 
 def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
@@ -183,15 +214,19 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
             if pending.out_of_order:
                 emit(Notice(f"{pending.version} is older than an applied migration: applying it out of order"))
             emit(Applying(pending.version, pending.in_transaction))
-            elapsed = postgres.apply_migration(
-                connection,
-                version=pending.version,
-                path=str(pending.path),
-                migration=migration.parsed,
-                digest=migration.digest,
-                applied_by=settings.applied_by,
-                budget=budget,
-            )
+            try:
+                elapsed = postgres.apply_migration(
+                    connection,
+                    version=pending.version,
+                    path=str(pending.path),
+                    migration=migration.parsed,
+                    digest=migration.digest,
+                    applied_by=settings.applied_by,
+                    emit=emit,
+                    budget=budget,
+                )
+            except KeyboardInterrupt:
+                raise RunInterruptedError(_interrupted_during(pending, result)) from None
             event = Applied(pending.version, elapsed)
             result.applied.append(event)
             emit(event)
@@ -217,6 +252,21 @@ def _check_time_left(budget: TimeBudget, version: str, applied: int, total: int)
             applied=applied,
             total=total,
         )
+
+
+def _interrupted_during(pending: PendingMigration, result: ApplyResult) -> str:
+    """One line: what the interrupted migration left, and what this run applied before it."""
+    if pending.in_transaction:
+        text = f"interrupted: {pending.version} was rolled back; no later migration ran"
+    else:
+        text = (
+            f"interrupted: {pending.version} (no transaction) is not recorded; statements it finished stay, "
+            "and the next run starts it again"
+        )
+    if result.applied:
+        names = ", ".join(applied.version for applied in result.applied)
+        text += f" ({names} applied before it stay applied)"
+    return text
 
 
 def _check_drift(status: Status, accepted: frozenset[str]) -> None:
@@ -260,13 +310,14 @@ def _connection(settings: RunnerSettings, emit: EventSink) -> Iterator[psycopg.C
     import psycopg
 
     from . import postgres
-    from .redaction import password_of, scrub
+    from .redaction import password_of, scrub, visible_parts
 
     connection = postgres.connect(settings.connect, emit)
     try:
         yield connection
     except psycopg.Error as error:
-        message = scrub(str(error).strip(), password_of(settings.connect.conninfo))
+        conninfo = settings.connect.conninfo
+        message = scrub(str(error).strip(), password_of(conninfo), shown=visible_parts(conninfo))
         raise MigrationError(f"database error (SQLSTATE {error.sqlstate or 'none'}): {message}") from None
     finally:
         connection.close()

@@ -4,7 +4,9 @@ executing one migration together with its tracking row."""
 from __future__ import annotations
 
 import random
+import re
 import time
+from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,11 +14,22 @@ from datetime import datetime
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import generators, pq
 
 from .errors import ConnectionFailedError, LockTimeoutError, MigrationError, MigrationFailedError
-from .events import Connected, Connecting, ConnectRetry, EventSink, TrackingTableReady, WaitingForLock
+from .events import (
+    Connected,
+    Connecting,
+    ConnectRetry,
+    EventSink,
+    Notice,
+    ServerMessage,
+    TrackingTableReady,
+    WaitingForLock,
+    ignore_events,
+)
 from .parsing import ParsedMigration
-from .redaction import password_of, redact_conninfo, scrub
+from .redaction import password_of, redact_conninfo, scrub, visible_parts
 
 TRACKING_TABLE = "schema_migrations"
 # One key for every runner of this project, whatever the caller: pg_advisory_lock(bigint).
@@ -85,9 +98,20 @@ class TimeBudget:
             connection.execute("SELECT set_config('statement_timeout', %s, false)", (f"{wanted}ms",))
             self.current_ms = wanted
 
-    @property
-    def capped(self) -> bool:
-        return self.current_ms != 0 and (self.configured_ms == 0 or self.current_ms < self.configured_ms)
+    def statement_cap_sql(self, connection: psycopg.Connection[tuple[object, ...]]) -> str:
+        """A statement that caps the next statement's timeout (in the transaction) by the time left,
+        counted on the server's clock: put before each statement of a migration sent as one query,
+        whose statements the server times one by one."""
+        row = connection.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchone()
+        server_deadline_ms = int(row[0]) + max(1, int(self.seconds_left() * 1000))  # type: ignore[index, arg-type]
+        left = f"{server_deadline_ms} - (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+        if self.configured_ms:
+            left = f"LEAST({self.configured_ms}, {left})"
+        return f"SELECT set_config('statement_timeout', GREATEST(1, {left})::text, true);\n"
+
+    def cut_short(self) -> bool:
+        """Whether a statement timeout now is the budget's doing rather than the configured one's."""
+        return self.configured_ms == 0 or self.seconds_left() * 1000 < self.configured_ms
 
 
 def time_budget(
@@ -125,7 +149,7 @@ def connect(settings: ConnectSettings, emit: EventSink) -> psycopg.Connection[tu
             )
             break
         except psycopg.OperationalError as error:
-            reason = scrub(str(error).strip(), secret)
+            reason = scrub(str(error).strip(), secret, shown=visible_parts(settings.conninfo))
             permanent = any(text in reason.lower() for text in _PERMANENT_CONNECT_FAILURES)
             delay = min(5.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
             if permanent or time.monotonic() + delay > deadline:
@@ -133,11 +157,11 @@ def connect(settings: ConnectSettings, emit: EventSink) -> psycopg.Connection[tu
                 raise ConnectionFailedError(f"could not connect{waited}: {reason}") from None
             emit(ConnectRetry(attempt, round(delay, 2), reason.splitlines()[0]))
             time.sleep(delay)
+    session = {"lock_timeout": settings.lock_timeout, "statement_timeout": settings.statement_timeout}
+    session |= _vanished_client_settings(connection)
     try:
-        connection.execute(
-            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-            (settings.lock_timeout, settings.statement_timeout),
-        )
+        calls = ", ".join("set_config(%s, %s, false)" for _ in session)
+        connection.execute(f"SELECT {calls}", [item for pair in session.items() for item in pair])
     except psycopg.Error as error:
         connection.close()
         raise MigrationError(f"invalid lock/statement timeout: {error.diag.message_primary}") from None
@@ -145,9 +169,34 @@ def connect(settings: ConnectSettings, emit: EventSink) -> psycopg.Connection[tu
     return connection
 
 
+# How soon the server notices that a runner's process or machine is gone. A killed runner's
+# session would otherwise keep running its statement, and holding the runner lock, for up to
+# statement_timeout.
+CLIENT_CHECK_INTERVAL = "1s"  # the process died: its socket is closed (PostgreSQL 14+)
+_SERVER_KEEPALIVES = {  # the machine vanished: nothing closes the socket (about 60 s)
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
+
+
+def _vanished_client_settings(connection: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
+    """Session settings that make the server end this session soon after its client vanishes,
+    even mid-statement. All are ordinary user settings; TCP keepalives are ignored on Unix sockets."""
+    settings = dict(_SERVER_KEEPALIVES)
+    if connection.info.server_version >= 140000:
+        settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
+    return settings
+
+
 def server_version(connection: psycopg.Connection[tuple[object, ...]]) -> str:
     number = connection.info.server_version
     return f"{number // 10000}.{number % 10000}"
+
+
+# Waiting for another runner's lock: how often to try again (doubling up to the maximum).
+_LOCK_POLL_FIRST_SECONDS = 0.05
+_LOCK_POLL_MAX_SECONDS = 0.5
 
 
 @contextmanager
@@ -155,35 +204,37 @@ def runner_lock(
     connection: psycopg.Connection[tuple[object, ...]], wait_seconds: float, emit: EventSink
 ) -> Iterator[None]:
     """Hold the session advisory lock that serialises runners. A session lock disappears with
-    its connection, so a killed runner can never leave it stuck."""
-    acquired = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
-    if not (acquired and acquired[0]):
+    its connection, so a killed runner can never leave it stuck.
+
+    A waiting runner polls pg_try_advisory_lock between short sleeps instead of blocking in
+    pg_advisory_lock: a blocked statement holds a snapshot for as long as it waits, and the lock
+    holder's CREATE INDEX CONCURRENTLY waits for every older snapshot, which deadlocks the two.
+    """
+    if not _try_lock(connection):
         emit(WaitingForLock(_lock_holder(connection)))
-        previous = connection.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
-        saved = previous.fetchone()
-        # Wait up to wait_seconds for the lock, and only for the lock: statement_timeout is for migrations.
-        connection.execute(
-            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', '0', false)",
-            (f"{int(wait_seconds * 1000)}ms",),
-        )
-        try:
-            connection.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-        except pg_errors.LockNotAvailable:
-            raise LockTimeoutError(
-                f"another migration run still holds the lock after {wait_seconds:g}s "
-                f"({_lock_holder(connection)}); nothing was applied"
-            ) from None
-        finally:
-            if saved:
-                connection.execute(
-                    "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                    saved,
+        deadline = time.monotonic() + wait_seconds
+        pause = _LOCK_POLL_FIRST_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeoutError(
+                    f"another migration run still holds the lock after {wait_seconds:g}s "
+                    f"({_lock_holder(connection)}); nothing was applied"
                 )
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _LOCK_POLL_MAX_SECONDS)
+            if _try_lock(connection):
+                break
     try:
         yield
     finally:
-        if not connection.closed:
+        if not connection.closed and not connection.broken:
             connection.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def _try_lock(connection: psycopg.Connection[tuple[object, ...]]) -> bool:
+    acquired = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+    return bool(acquired and acquired[0])
 
 
 def _lock_holder(connection: psycopg.Connection[tuple[object, ...]]) -> str:
@@ -281,25 +332,26 @@ def apply_migration(
     migration: ParsedMigration,
     digest: str,
     applied_by: str,
+    emit: EventSink = ignore_events,
     budget: TimeBudget | None = None,
 ) -> int:
     """Run one migration and write its tracking row; return its duration in milliseconds.
 
-    In a transaction (the default) the SQL and the row commit together or not at all. A file
-    marked no-transaction runs statement by statement and is recorded once all succeeded.
-    With a time budget, each statement's timeout is capped by the time left.
+    In a transaction (the default) the SQL and the row commit together or not at all, sent as
+    one query string: one round trip per migration instead of one per statement. A file marked
+    no-transaction runs statement by statement and is recorded once all succeeded and every
+    index it built concurrently is valid. NOTICE/WARNING messages are emitted as ServerMessage.
+    With a time budget, every statement's timeout is capped by the time left.
     """
-    started = time.perf_counter()
+
+    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
+        emit(ServerMessage(version, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
+
+    connection.add_notice_handler(forward)
     try:
         if migration.in_transaction:
-            with connection.transaction():
-                _execute_all(connection, version, path, migration, budget)
-                elapsed = _elapsed_ms(started)
-                _write_row(connection, version, migration.checksum, digest, elapsed, applied_by)
-        else:
-            _execute_all(connection, version, path, migration, budget)
-            elapsed = _elapsed_ms(started)
-            _write_row(connection, version, migration.checksum, digest, elapsed, applied_by)
+            return _apply_in_transaction(connection, version, path, migration, digest, applied_by, budget)
+        return _apply_without_transaction(connection, version, path, migration, digest, applied_by, emit, budget)
     except psycopg.OperationalError as error:  # the connection itself broke mid-migration
         if not connection.closed and not connection.broken:
             raise
@@ -311,16 +363,103 @@ def apply_migration(
             line=None,
             sqlstate=None,
         ) from None
-    return elapsed
+    finally:
+        connection.remove_notice_handler(forward)
 
 
-def _execute_all(
+def _apply_in_transaction(
     connection: psycopg.Connection[tuple[object, ...]],
     version: str,
     path: str,
     migration: ParsedMigration,
-    budget: TimeBudget | None = None,
-) -> None:
+    digest: str,
+    applied_by: str,
+    budget: TimeBudget | None,
+) -> int:
+    """BEGIN, the file's statements, the tracking row and COMMIT in one simple-protocol query.
+
+    The server runs the statements one by one as psql would (statement_timeout applies to
+    each) and stops at the first error; the results that came back before it say which
+    statement failed, the error position says where in it. With a time budget, each statement
+    is preceded by one that caps its timeout by the time left.
+    """
+    cap = budget.statement_cap_sql(connection) if budget is not None else ""
+    results_per_statement = 2 if cap else 1
+    parts = ["BEGIN;\n"]
+    starts = []  # offset of each statement in the query, in characters (as the server counts)
+    offset = len(parts[0])
+    for statement in migration.statements:
+        if cap:
+            parts.append(cap)
+            offset += len(cap)
+        starts.append(offset)
+        # A newline before the semicolon: the statement may end in a -- comment.
+        text = f"{statement.sql}\n;\n"
+        parts.append(text)
+        offset += len(text)
+    parts.append(_row_sql(version, migration.checksum, digest, applied_by))
+    parts.append(";\nCOMMIT")
+    query = "".join(parts)
+    try:
+        with connection.lock:
+            connection.pgconn.send_query(query.encode("utf-8"))
+            results = connection.wait(generators.execute(connection.pgconn))
+    except BaseException:  # Ctrl-C: psycopg cancelled the query; end the transaction it left open
+        _roll_back(connection)
+        raise
+    failed = next((index for index, result in enumerate(results) if result.status == pq.ExecStatus.FATAL_ERROR), None)
+    if failed is None:
+        row = results[-2]  # the tracking row's RETURNING execution_ms, before COMMIT's result
+        return int(row.get_value(0, 0) or b"0")
+    _roll_back(connection)
+    error = psycopg.errors.error_from_result(results[failed], encoding=connection.info.encoding)
+    statement_index = (failed - 1) // results_per_statement  # the first result is BEGIN's
+    position = error.diag.statement_position
+    if position:
+        statement_index = max(0, bisect_right(starts, int(position) - 1) - 1)
+    if 0 <= statement_index < len(migration.statements):
+        statement = migration.statements[statement_index]
+        line = statement.line
+        if position:
+            line += statement.sql.count("\n", 0, int(position) - 1 - starts[statement_index])
+        raise _failure(version, path, migration, error, statement_index, line, budget=budget) from None
+    raise _failure(version, path, migration, error, len(migration.statements), None, budget=budget) from None
+
+
+def _roll_back(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """End a transaction the query string left open (failed or interrupted); a broken
+    connection has none left to end: the server rolls it back."""
+    if connection.closed or connection.broken:
+        return
+    if connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        connection.execute("ROLLBACK")
+
+
+def _apply_without_transaction(
+    connection: psycopg.Connection[tuple[object, ...]],
+    version: str,
+    path: str,
+    migration: ParsedMigration,
+    digest: str,
+    applied_by: str,
+    emit: EventSink,
+    budget: TimeBudget | None,
+) -> int:
+    """Statement by statement, as PostgreSQL requires for CREATE INDEX CONCURRENTLY and the like.
+
+    A failed concurrent build leaves an INVALID index behind, and `IF NOT EXISTS` would then skip
+    the build and let the file be recorded with a broken index. So an invalid index the file
+    builds is dropped before the file runs, and the file is recorded only if every index it
+    built is valid.
+    """
+    started = time.perf_counter()
+    built = [index for index in (_concurrent_index(s.sql) for s in migration.statements) if index]
+    for table, name in built:
+        for invalid in _invalid_indexes_named(connection, table, name):
+            emit(Notice(f"{version}: dropping the INVALID index {invalid} left by an earlier failed build, "
+                        "to build it again"))
+            connection.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {invalid}")
+    invalid_before = set(invalid_indexes(connection))
     with connection.cursor() as cursor:
         for index, statement in enumerate(migration.statements):
             try:
@@ -330,53 +469,138 @@ def _execute_all(
             except psycopg.DatabaseError as error:
                 if isinstance(error, psycopg.OperationalError) and connection.broken:
                     raise
-                diag = error.diag
                 line = statement.line
-                if diag.statement_position:
-                    offset = int(diag.statement_position) - 1
-                    line += statement.sql.count("\n", 0, offset)
-                text = f"{path}:{line}: {version} failed: SQLSTATE {diag.sqlstate}: {diag.message_primary}"
-                for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint),
-                                     ("CONTEXT", diag.context)):
-                    if value:
-                        text += f"\n  {label}: {value}"
-                if budget is not None and budget.capped and diag.sqlstate == "57014":
-                    text += (
-                        f"\n  the statement was stopped after {budget.current_ms / 1000:g}s, the time this run had "
-                        "left: a longer migration needs a longer function timeout, or to run outside a deploy."
-                    )
-                if migration.in_transaction:
-                    text += f"\n  {version} was rolled back completely; no later migration ran."
-                else:
-                    done = f"statements 1-{index} of {len(migration.statements)} stay applied" if index else (
-                        "none of its statements took effect"
-                    )
-                    text += (
-                        f"\n  {version} runs without a transaction: {done}, it is not recorded, and the "
-                        "next run starts it again from its first statement."
-                    )
-                raise MigrationFailedError(
-                    text, version=version, path=path, line=line, sqlstate=diag.sqlstate
-                ) from None
+                if error.diag.statement_position:
+                    line += statement.sql.count("\n", 0, int(error.diag.statement_position) - 1)
+                left = sorted(set(invalid_indexes(connection)) - invalid_before)
+                raise _failure(version, path, migration, error, index, line, left, budget) from None
+    left = sorted(set(invalid_indexes(connection)) - invalid_before)
+    left += [name for table, name in built for name in _invalid_indexes_named(connection, table, name)
+             if name not in left]
+    if left:
+        raise MigrationFailedError(
+            f"{path}: {version} failed: its statements succeeded but left INVALID index(es) "
+            f"{', '.join(left)}. {version} is not recorded; the next run drops and builds "
+            f"{'them' if len(left) > 1 else 'it'} again.",
+            version=version,
+            path=path,
+            line=None,
+            sqlstate=None,
+        )
+    elapsed = _elapsed_ms(started)
+    connection.execute(_row_sql(version, migration.checksum, digest, applied_by, elapsed))
+    return elapsed
 
 
-def _write_row(
-    connection: psycopg.Connection[tuple[object, ...]],
+def _failure(
+    version: str,
+    path: str,
+    migration: ParsedMigration,
+    error: psycopg.Error,
+    index: int,
+    line: int | None,
+    invalid_left: list[str] | None = None,
+    budget: TimeBudget | None = None,
+) -> MigrationFailedError:
+    """The error for statement `index` (len(statements): the tracking row or COMMIT) failing."""
+    diag = error.diag
+    where = f"{path}:{line}" if line is not None else path
+    text = f"{where}: {version} failed: SQLSTATE {diag.sqlstate}: {diag.message_primary}"
+    for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint), ("CONTEXT", diag.context)):
+        if value:
+            text += f"\n  {label}: {value}"
+    if budget is not None and diag.sqlstate == "57014" and budget.cut_short():
+        text += (
+            "\n  the statement was stopped at the end of the time this run had left: a longer migration needs "
+            "a longer function timeout, or to run outside a deploy."
+        )
+    if migration.in_transaction:
+        text += f"\n  {version} was rolled back completely; no later migration ran."
+    else:
+        total = len(migration.statements)
+        done = f"statements 1-{index} of {total} stay applied" if index else "none of its statements took effect"
+        text += (
+            f"\n  {version} runs without a transaction: {done}, it is not recorded, and the "
+            "next run starts it again from its first statement."
+        )
+        if invalid_left:
+            text += (
+                f"\n  It left the INVALID index(es) {', '.join(invalid_left)}; the next run drops and builds "
+                f"them again (or drop them yourself: DROP INDEX CONCURRENTLY {invalid_left[0]})."
+            )
+    return MigrationFailedError(text, version=version, path=path, line=line, sqlstate=diag.sqlstate)
+
+
+# CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON [ONLY] table: the index a
+# no-transaction statement builds (an unnamed one is caught by the invalid-index comparison).
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[^\s"(.]+)'
+_CONCURRENT_INDEX = re.compile(
+    rf"""^create\s+(?:unique\s+)?index\s+concurrently\s+(?:if\s+not\s+exists\s+)?
+        (?P<name>{_IDENTIFIER})\s+on\s+(?:only\s+)?(?P<table>{_IDENTIFIER}(?:\.{_IDENTIFIER})?)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _concurrent_index(sql: str) -> tuple[str, str] | None:
+    """(table as written, index name as stored) of a CREATE INDEX CONCURRENTLY, else None."""
+    match = _CONCURRENT_INDEX.match(sql)
+    if match is None:
+        return None
+    name = match["name"]
+    stored = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+    return match["table"], stored
+
+
+def _invalid_indexes_named(connection: psycopg.Connection[tuple[object, ...]], table: str, name: str) -> list[str]:
+    rows = connection.execute(
+        """SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE NOT i.indisvalid AND i.indrelid = to_regclass(%s) AND c.relname = %s""",
+        (table, name),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def invalid_indexes(connection: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """Indexes PostgreSQL will not use: left by a failed CREATE INDEX / REINDEX CONCURRENTLY
+    (or being built concurrently right now)."""
+    rows = connection.execute(
+        """SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE NOT i.indisvalid AND c.relnamespace <> 'pg_catalog'::regnamespace
+              AND c.relnamespace <> 'pg_toast'::regnamespace
+            ORDER BY 1"""
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def _row_sql(
     version: str,
     checksum: str,
     digest: str,
-    elapsed_ms: int,
     applied_by: str,
-) -> None:
-    # ON CONFLICT: a migration may insert its own version, as the guide's template does.
-    connection.execute(
-        f"""INSERT INTO {TRACKING_TABLE} (version, checksum, file_digest, applied_at, execution_ms, applied_by)
-            VALUES (%s, %s, %s, now(), %s, %s)
-            ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum,
-                file_digest = EXCLUDED.file_digest, applied_at = EXCLUDED.applied_at,
-                execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by""",
-        (version, checksum, digest, elapsed_ms, applied_by),
+    elapsed_ms: int | None = None,
+) -> str:
+    """The tracking row's INSERT with its values inlined (it rides in a simple-protocol query).
+    Without `elapsed_ms`, the duration is the server's time since the transaction began.
+    ON CONFLICT: a migration may insert its own version, as the guide's template does."""
+    duration = str(int(elapsed_ms)) if elapsed_ms is not None else (
+        "round(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
     )
+    values = ", ".join(_literal(value) for value in (version, checksum, digest))
+    return (
+        f"INSERT INTO {TRACKING_TABLE} (version, checksum, file_digest, applied_at, execution_ms, applied_by)\n"
+        f"VALUES ({values}, now(), {duration}, {_literal(applied_by)})\n"
+        "ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, file_digest = EXCLUDED.file_digest,\n"
+        "    applied_at = EXCLUDED.applied_at, execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by\n"
+        "RETURNING execution_ms"
+    )
+
+
+def _literal(value: str) -> str:
+    """A text literal that reads the same whatever standard_conforming_strings says (E'...'),
+    built here because psycopg's sql.Literal costs more than the rest of a small migration."""
+    if "\0" in value:
+        raise ValueError("text values cannot contain NUL characters")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _elapsed_ms(started: float) -> int:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(?<![?&])(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
+# scheme://user:password@ inside any text (a URI quoted in an error message)
+_URI_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^@\s/]*(@)", re.IGNORECASE)
+# Shorter secrets are only scrubbed where they appear as a password (above): as a free-standing
+# word they would turn innocent text into nonsense ("Servname not su***orted" for password "p").
+MIN_SCRUBBED_SECRET_LENGTH = 4
 
 
 def redact_conninfo(conninfo: str) -> str:
@@ -33,9 +39,30 @@ def password_of(conninfo: str) -> str | None:
     return match.group(2).strip("'") if match else None
 
 
-def scrub(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of each secret in `text` with ***."""
+def scrub(text: str, *secrets: str | None, shown: Iterable[str] = ()) -> str:
+    """Remove each secret from `text` where it appears as a secret, not where it is an innocent word.
+
+    Always: the password part of any URI (`://user:***@`) or `password=***` in the text. Then the
+    secret itself, as a whole word (not inside a longer word), when it is at least
+    MIN_SCRUBBED_SECRET_LENGTH characters long and is not also a value that is shown anyway
+    (`shown`: the user, host or database name, e.g. user and password both `webapp`).
+    """
+    text = _URI_USERINFO.sub(r"\1***\2", text)
+    text = _QUERY_PASSWORD.sub(r"\1***", text)
+    text = _KEYWORD_PASSWORD.sub(r"\1***", text)
+    visible = set(shown)
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if not secret or len(secret) < MIN_SCRUBBED_SECRET_LENGTH or secret in visible:
+            continue
+        text = re.sub(rf"(?<![\w]){re.escape(secret)}(?![\w])", "***", text)
     return text
+
+
+def visible_parts(conninfo: str) -> tuple[str, ...]:
+    """User, host and database name of a conninfo: shown in every redacted target anyway."""
+    if "://" in conninfo:
+        parts = urlsplit(conninfo)
+        values = (parts.username, parts.hostname, parts.path.lstrip("/"))
+        return tuple(unquote(value) for value in values if value)
+    pairs = re.findall(r"\b(user|host|dbname)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", conninfo, re.IGNORECASE)
+    return tuple(value.strip("'") for _, value in pairs)

@@ -4,7 +4,8 @@ One folder serves both functions (the deploy function outside the VPC, the runne
 
     schema_migrations/      the handlers (copied from lambda/schema_migrations/)
     database/migrator/      the runner core, copied unchanged
-    database/cli/render.py  the CLI's log lines (the migrations guide's), reused for the function's log
+    database/cli/render.py  the CLI's log lines (the migrations guide's), reused for the function's log,
+    database/cli/environments.py  with the path shortening it uses
     database/migrations/    the migration files
     psycopg/, psycopg_binary/, psycopg_binary.libs/
                             psycopg's wheels for Lambda (manylinux x86_64, CPython 3.13), at the
@@ -158,7 +159,10 @@ def _source_files(project_root: Path) -> list[Path]:
     code = [*handlers.rglob("*.py"), *(project_root / "database" / "migrator").rglob("*.py")]
     files = [path for path in code if "__pycache__" not in path.parts]
     # The CLI's renderer too, so the function's log shows the guide's lines exactly as the CLI does.
-    files += [project_root / "database" / name for name in ("__init__.py", "cli/__init__.py", "cli/render.py")]
+    files += [
+        project_root / "database" / name
+        for name in ("__init__.py", "cli/__init__.py", "cli/render.py", "cli/environments.py")
+    ]
     migrations = project_root / "database" / "migrations"
     files += [path for path in migrations.iterdir() if path.is_file() and not path.name.startswith(".")]
     return sorted(path.relative_to(project_root) for path in files)

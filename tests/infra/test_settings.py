@@ -173,3 +173,52 @@ def test_bad_context_values_name_the_key_and_the_allowed_values(context: dict[st
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.TESTING.name = "staging"  # type: ignore[misc]
+
+
+# What `npx cdk synth -c databse=rds-free` passes the app (CDK_CONTEXT_JSON, aws-cdk 2.1148): cdk.json's
+# feature flags, the CLI's own aws:cdk:* keys and the -c key.
+CDK_CLI_CONTEXT = {
+    "@aws-cdk/core:checkSecretUsage": True,
+    "@aws-cdk/core:target-partitions": ["aws", "aws-cn"],
+    "aws:cdk:enable-path-metadata": True,
+    "aws:cdk:enable-asset-metadata": True,
+    "aws:cdk:version-reporting": True,
+    "aws:cdk:bundling-stacks": ["**"],
+    "@aws-cdk/core:failSynthOnValidationErrors": False,
+    "vpc-provider:account=123456789012:filter.vpc-id=vpc-0123456789abcdef0:region=us-east-1": {"vpcId": "x"},
+    "acknowledged-issue-numbers": [32775],
+}
+
+
+def test_cdk_context_keys_pass_and_known_keys_are_accepted() -> None:
+    settings.check_known_context_keys(
+        {**CDK_CLI_CONTEXT, "database": "rds-free", "database.testing": "aurora-serverless", "github_repo": "o/r"},
+        known=("database", "github_repo"),
+        per_environment=("database",),
+    )
+
+
+@pytest.mark.parametrize("key", ["databse", "databse.testing", "vpcid.production", "github_repo.testing"])
+def test_unknown_context_key_is_refused_with_the_known_keys(key: str) -> None:
+    with pytest.raises(ContextError) as refused:
+        settings.check_known_context_keys(
+            {**CDK_CLI_CONTEXT, key: "x"}, known=("database", "github_repo"), per_environment=("database",)
+        )
+    assert str(refused.value) == (
+        f"unknown context key {key!r}: known keys are database[.<environment>], github_repo "
+        "(environments: testing, production)"
+    )
+
+
+def test_synth_with_a_misspelled_context_key_stops_naming_the_known_keys() -> None:
+    """The app as `npx cdk synth -c databse=rds-free` runs it, context passed the CLI's way."""
+    import json
+    import os
+
+    environment = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({**CDK_CLI_CONTEXT, "databse": "rds-free"})}
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, env=environment, check=False, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown context key 'databse': known keys are database[.<environment>]")
+    assert "rds_instance_class[.<environment>]" in result.stderr and "vpc_id[.<environment>]" in result.stderr

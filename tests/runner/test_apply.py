@@ -321,3 +321,61 @@ def test_bad_file_is_rejected_before_the_database_is_touched(database_uri: str, 
         apply_dir(database_uri, directory)
     assert not relation_exists(database_uri, "schema_migrations")
     shutil.rmtree(directory)
+
+
+def test_a_failure_mid_file_names_its_line_when_the_file_runs_in_one_round_trip(
+    database_uri: str, tmp_path: Path
+) -> None:
+    """The file's statements travel as one query string: the error still names its own line,
+    with or without a position, after multi-byte text and comments ending a statement."""
+    directory = write_migrations(tmp_path / "m", {
+        "001_t.sql": "CREATE TABLE t (id int PRIMARY KEY, note text);\n"
+                     "INSERT INTO t VALUES (1, 'café ☕ über') -- a comment ending the statement\n;\n"
+                     "\n"
+                     "INSERT INTO t VALUES (2, 'ok');\n"
+                     "INSERT INTO t VALUES (1, 'dup');\n"
+                     "CREATE TABLE never (id int);\n",
+        "002_typo.sql": "SELECT 'ünïcödé ☕';\nSELECT 1;\nSELECT\n  no_such_column\nFROM t;\n",
+    })
+    with pytest.raises(MigrationFailedError) as duplicate:
+        apply_dir(database_uri, directory)
+    assert (duplicate.value.line, duplicate.value.sqlstate) == (6, "23505")
+    assert not relation_exists(database_uri, "t")
+
+    (directory / "001_t.sql").write_text("CREATE TABLE t (id int PRIMARY KEY, note text);\n")
+    with pytest.raises(MigrationFailedError) as typo:
+        apply_dir(database_uri, directory)
+    assert (typo.value.version, typo.value.line, typo.value.sqlstate) == ("002_typo", 4, "42703")
+    assert tracked(database_uri) == ["001_t"]
+
+
+def test_a_deferred_constraint_failing_at_commit_rolls_the_migration_back(database_uri: str, tmp_path: Path) -> None:
+    directory = write_migrations(tmp_path / "m", {
+        "001_deferred.sql": "CREATE TABLE parent (id int PRIMARY KEY);\n"
+                            "CREATE TABLE child (parent_id int REFERENCES parent DEFERRABLE INITIALLY DEFERRED);\n"
+                            "INSERT INTO child VALUES (42);\n",
+    })
+    with pytest.raises(MigrationFailedError) as failure:
+        apply_dir(database_uri, directory)
+    assert failure.value.sqlstate == "23503" and failure.value.line is None
+    assert "rolled back completely" in str(failure.value)
+    assert not relation_exists(database_uri, "parent")
+    assert status_of(database_uri, directory).pending[0].version == "001_deferred"
+
+
+def test_tracking_row_values_with_quotes_and_backslashes_are_stored_as_given(database_uri: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    from database.migrator.orchestration import apply
+
+    from .helpers import settings_for
+
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
+    who = "cli:o'brien\\DOMAIN@host"
+    with psycopg.connect(database_uri, autocommit=True) as connection:  # backslashes escape in plain '...'
+        name = connection.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        connection.execute(f'ALTER DATABASE "{name}" SET standard_conforming_strings = off')
+    apply(dataclasses.replace(settings_for(database_uri, directory), applied_by=who), lambda _event: None)
+    with psycopg.connect(database_uri) as connection:
+        row = connection.execute("SELECT applied_by, execution_ms >= 0 FROM schema_migrations").fetchone()
+    assert row == (who, True)

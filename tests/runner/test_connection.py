@@ -123,3 +123,23 @@ def test_redaction(conninfo: str, redacted: str, password: str | None) -> None:
     assert password_of(conninfo) == password
     if password is not None:
         assert scrub(f"server said: {password}!", password) == "server said: ***!"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "shown", "scrubbed"),
+    [
+        ('role "webapp" does not exist', "webapp", ("webapp", "db.example", "users"), 'role "webapp" does not exist'),
+        ("could not translate host name: Servname not supported", "p", (), None),
+        ("password authentication failed for user app", "supersecret", (), None),
+        ("server said: supersecret!", "supersecret", (), "server said: ***!"),
+        ("supersecretive is a word", "supersecret", (), None),
+        ("dsn postgresql://app:p@db.example/x refused", "p", (), "dsn postgresql://app:***@db.example/x refused"),
+        ("options host=h password=p dbname=d", "p", (), "options host=h password=*** dbname=d"),
+        ("uri postgresql://u@h/d?password=abc&sslmode=require", "abc", (), "uri postgresql://u@h/d?password=***&sslmode=require"),
+    ],
+    ids=["user-equals-password", "one-letter", "absent", "whole-word", "inside-a-word", "uri", "keyword", "query"],
+)
+def test_scrub_removes_the_secret_not_innocent_words(
+    text: str, secret: str, shown: tuple[str, ...], scrubbed: str | None
+) -> None:
+    assert scrub(text, secret, shown=shown) == (text if scrubbed is None else scrubbed)

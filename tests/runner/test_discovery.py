@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,18 @@ def test_duplicate_numbers_are_rejected_naming_both_files(tmp_path: Path, names:
     assert "duplicate migration number" in message
     assert all(name in message for name in names)
     assert "001_first" not in message
+
+
+@pytest.mark.parametrize(("older", "newer"), [("004_b.sql", "004_a.sql"), ("004_a.sql", "004_b.sql")])
+def test_duplicate_number_names_the_newer_file_first_and_the_next_free_number(
+    tmp_path: Path, older: str, newer: str
+) -> None:
+    directory = make(tmp_path / "m", sql_files("001_x.sql", "002_y.sql", "005_z.sql", older))
+    os.utime(directory / older, (1_700_000_000, 1_700_000_000))
+    (directory / newer).write_text("SELECT 1;")  # written now: the newer file
+    message = rejection(directory)
+    assert message.startswith(f"{directory / newer}: duplicate migration number 4 (also {older})")
+    assert message.endswith(f"if {newer} is the new one, rename it to 006_{newer[4:]}")
 
 
 @pytest.mark.parametrize(
@@ -294,7 +307,9 @@ def test_next_migration_path(tmp_path: Path, existing: list[str], expected: str)
         ("  --Fix: users' e-mails --  ", "fix_users_e_mails"),
         ("CamelCase2Go", "camelcase2go"),
         ("v2.1 / index", "v2_1_index"),
-        ("Café crème", "caf_cr_me"),
+        ("Café crème", "cafe_creme"),
+        ("Straße für Größen", "strasse_fur_grossen"),
+        ("naïve résumé", "naive_resume"),
         ("1", "1"),
     ],
 )
@@ -303,11 +318,19 @@ def test_description_is_slugged(tmp_path: Path, description: str, slug: str) -> 
     assert next_migration_path(directory, description, STAMP).name == f"002_{slug}.sql"
 
 
-@pytest.mark.parametrize("description", ["", "   ", "!!!", "__", "é"])
+@pytest.mark.parametrize("description", ["", "   ", "!!!", "__", "«»"])
 def test_description_without_letters_or_digits_is_an_error(tmp_path: Path, description: str) -> None:
     directory = make(tmp_path / "m", sql_files("001_a.sql"))
     with pytest.raises(InvalidMigrationError, match="has no letters or digits"):
         next_migration_path(directory, description, STAMP)
+
+
+@pytest.mark.parametrize("description", ["用户表", "add 用户"])
+def test_description_that_cannot_be_written_in_ascii_says_why(tmp_path: Path, description: str) -> None:
+    directory = make(tmp_path / "m", sql_files("001_a.sql"))
+    with pytest.raises(InvalidMigrationError, match="cannot be written in a file name") as refused:
+        next_migration_path(directory, description, STAMP)
+    assert "the version recorded in the database" in str(refused.value)
 
 
 def test_next_after_the_unfinished_file_new_wrote(tmp_path: Path) -> None:

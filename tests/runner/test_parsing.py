@@ -559,3 +559,9 @@ def test_non_utf8_is_rejected_naming_file_and_line(tmp_path: Path, raw: bytes, l
     path.write_bytes(raw)
     with pytest.raises(InvalidMigrationError, match=rf"001_a.sql:{line}: not valid UTF-8"):
         read_migration(path)
+
+
+@pytest.mark.parametrize("sql", ["COPY t (a) FROM STDIN;", "COPY (SELECT 1) TO stdout WITH (FORMAT csv);"])
+def test_copy_through_the_client_is_refused_before_running(tmp_path: Path, sql: str) -> None:
+    with pytest.raises(InvalidMigrationError, match=r":2: COPY \.\.\. FROM STDIN / TO STDOUT streams data"):
+        parse_migration(tmp_path / "001_copy.sql", f"CREATE TABLE t (a int);\n{sql}\n")
