@@ -212,6 +212,7 @@ def test_status_and_dry_run_report_an_empty_new_file_as_a_problem(database_uri: 
     assert status.returncode == 2 and status.stderr == ""
     assert "  • 003_add_savings_groups (20" in status.stdout  # the report is all there
     assert "❌ Unusable migration files (apply refuses to run until they are fixed):" in status.stdout
+    assert "No pending migrations" not in status.stdout
     assert f"  • {problem}" in status.stdout
     assert dry_run.returncode == 2 and f"  • {problem}" in dry_run.stdout
     assert "🔍 Dry run: an apply would refuse to start until the unusable files above are fixed" in dry_run.stdout
