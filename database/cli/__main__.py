@@ -148,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         error: MigrationError = RunInterruptedError(_interrupted_outside_a_migration(mode, log))
     except MigrationError as raised:
         error = raised
+    except Exception as unexpected:  # a bug: JSON readers still get one document, people the traceback
+        if not as_json:
+            raise
+        import traceback
+
+        from database.migrator.redaction import scrub
+
+        print(scrub("".join(traceback.format_exception(unexpected))), file=sys.stderr, end="")
+        error = MigrationError(scrub(f"internal error: {type(unexpected).__name__}: {unexpected}"))
     if as_json:
         print(json_document(mode, collector, error=error))
     else:

@@ -134,7 +134,7 @@ class HumanRenderer:
                     notes.append("out of order")
                 suffix = f" ({', '.join(notes)})" if notes else ""
                 self._print(f"  • {pending.version}{suffix}")
-        else:
+        elif not status.problems:  # an unusable file is still to come: it is listed below
             self._print("✅ No pending migrations")
         for title, versions in (
             ("❌ Changed after being applied (drift):", status.drifted),

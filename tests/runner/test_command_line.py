@@ -212,6 +212,7 @@ def test_status_and_dry_run_report_an_empty_new_file_as_a_problem(database_uri: 
     assert status.returncode == 2 and status.stderr == ""
     assert "  • 003_add_savings_groups (20" in status.stdout  # the report is all there
     assert "❌ Unusable migration files (apply refuses to run until they are fixed):" in status.stdout
+    assert "No pending migrations" not in status.stdout
     assert f"  • {problem}" in status.stdout
     assert dry_run.returncode == 2 and f"  • {problem}" in dry_run.stdout
     assert "🔍 Dry run: an apply would refuse to start until the unusable files above are fixed" in dry_run.stdout
@@ -323,3 +324,26 @@ def test_kill_9_frees_the_lock_within_seconds(database_uri: str, tmp_path: Path)
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'database-migrator'"
         ).fetchone()
     assert leftover == (0,)
+
+
+def test_an_unexpected_error_under_json_is_still_one_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from database.migrator import orchestration
+
+    def broken(*_arguments: object) -> None:
+        raise RuntimeError("cannot reach postgresql://app:Hunter2pw@db.example/app")
+
+    monkeypatch.setattr(orchestration, "read_status", broken)
+    directory = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;"})
+
+    code = cli.main(["--status", "--json", "--db-uri", "postgresql://app@db.example/app", "--migrations-dir",
+                     str(directory)])
+
+    captured = capsys.readouterr()
+    document = one_json_document(captured.out)
+    assert code == 1 and document["ok"] is False and isinstance(document["error"], dict)
+    assert document["error"]["message"] == (
+        "internal error: RuntimeError: cannot reach postgresql://app:***@db.example/app"
+    )
+    assert "Traceback" in captured.err and "Hunter2pw" not in captured.out + captured.err
