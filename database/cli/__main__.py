@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from database.cli.environments import DEFAULT_MIGRATIONS_DIR, UsageError, resolve_target, shown
+from database.cli.environments import (
+    DEFAULT_MIGRATIONS_DIR,
+    DEPLOYED_ENVIRONMENTS,
+    UsageError,
+    resolve_target,
+    shown,
+)
 from database.cli.render import HumanRenderer, JsonCollector, RunLog, json_document
 from database.migrator.errors import InvalidMigrationError, MigrationError, RunInterruptedError
 from database.migrator.events import Event
@@ -88,7 +94,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "database (one of these, else DATABASE_URL, else libpq's PGHOST/PGDATABASE/... variables)"
     )
     target.add_argument("--environment", metavar="NAME", type=_text,
-                        help="local: the project-local PostgreSQL (scripts/local-db.sh)")
+                        help="local: the project-local PostgreSQL (scripts/local-db.sh); testing or production "
+                        "with --status/--dry-run: the deployed database, read through its migration function "
+                        "(needs AWS credentials)")
     target.add_argument("--db-uri", metavar="URI", type=_text,
                         help="postgresql://user:pass@host:5432/db?sslmode=require")
     mode = parser.add_mutually_exclusive_group()
@@ -197,6 +205,8 @@ def _user() -> str:
 
 
 def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
+    if arguments.environment in DEPLOYED_ENVIRONMENTS and mode != "apply" and arguments.db_uri is None:
+        return run_deployed(arguments, mode, renderer, collector)
     target = resolve_target(arguments.environment, arguments.db_uri)
     migrations_dir = _migrations_dir(arguments)
     _check_accepted_versions(arguments.accept_drift, migrations_dir)
@@ -240,6 +250,43 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         renderer.status(status)
         if mode == "dry-run":
             renderer.dry_run(status)
+    return exit_code
+
+
+def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
+    """Status or dry-run of a deployed environment, read inside its VPC by the deployed migration
+    function and shown exactly like a local one."""
+    if arguments.accept_drift or arguments.migrations_dir is not None:
+        raise UsageError(
+            f"--environment {arguments.environment} reads the migrations the deployed function carries: "
+            "--accept-drift and --migrations-dir do not apply"
+        )
+    from database.cli.deployed import read_deployed_status
+    from database.migrator.events import Connected, Notice
+
+    renderer.start(mode)
+    renderer.announce(f"🔍 Asking the deployed {arguments.environment} environment (stack PgSchemaDeploy-"
+                      f"{arguments.environment}, its migration function) for its status...")
+    deployed = read_deployed_status(arguments.environment, mode)
+    from stacks.settings import POSTGRES_MAJOR_VERSION
+
+    renderer.log.deployed_major = POSTGRES_MAJOR_VERSION  # an engine upgrade in one environment shows
+    sink = collector.event if arguments.json else renderer.event
+    replayed: list[Event] = [Notice(notice) for notice in deployed.notices]
+    if deployed.server_version:
+        replayed.insert(0, Connected(deployed.server_version))
+    for event in replayed:
+        renderer.log.record(event)
+        sink(event)
+    exit_code = status_exit_code(deployed.status, frozenset())
+    if arguments.json:
+        print(json_document(mode, collector, status=deployed.status, exit_code=exit_code,
+                            environment=arguments.environment, function=deployed.function_name))
+    else:
+        renderer.announce(f"   answered by {deployed.function_name} ({deployed.region})")
+        renderer.status(deployed.status)
+        if mode == "dry-run":
+            renderer.dry_run(deployed.status)
     return exit_code
 
 

@@ -1,8 +1,9 @@
 """Where each environment's database is, for the command line: the one place that knows.
 
-`local` is the project-local PostgreSQL that scripts/local-db.sh runs; deployed environments
-are reached through an explicit URI (--db-uri or DATABASE_URL), since their credentials live in
-Secrets Manager and the database sits in private subnets.
+`local` is the project-local PostgreSQL that scripts/local-db.sh runs. Deployed environments
+(testing, production) sit in isolated subnets: the CLI reads their status through the deployed
+migration function (database/cli/deployed.py) and never applies to them; a deploy does that.
+Any other database is named by an explicit URI (--db-uri or DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -111,13 +112,10 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
     if environment == "local":
         return Target(local_conninfo(), _LOCAL_CONNECT_TIMEOUT)
     if environment in DEPLOYED_ENVIRONMENTS:
-        url = _database_url()
-        if url:
-            return Target(url, _REMOTE_CONNECT_TIMEOUT)
         raise UsageError(
-            f"--environment {environment}: set DATABASE_URL (or pass --db-uri) to the deployed database: "
-            "its host, port and name are stack outputs, its credentials are in the secret the output "
-            "DatabaseSecretArn names, and it is reachable only from inside its VPC"
+            f"--environment {environment}: migrations reach the deployed database through a deploy "
+            f"(scripts/deploy.sh {environment}); --status and --dry-run read it through its migration function. "
+            "To apply from a machine inside its VPC, name it with --db-uri"
         )
     if environment is not None:
         known = ", ".join(("local", *DEPLOYED_ENVIRONMENTS))

@@ -78,6 +78,10 @@ class HumanRenderer:
         self.list_all_applied = mode != "apply"
         self._print("🔄 Running database migrations..." if mode == "apply" else "🔄 Reading migration status...")
 
+    def announce(self, line: str) -> None:
+        """A line of the CLI's own (where an answer comes from), not tied to a runner event."""
+        self._print(line)
+
     def event(self, event: Event) -> None:
         match event:
             case Connecting(target):
@@ -201,8 +205,11 @@ def json_document(
     applied: list[Applied] | None = None,
     error: MigrationError | None = None,
     exit_code: int = 0,
+    environment: str | None = None,
+    function: str | None = None,
 ) -> str:
-    """One JSON object describing the run; `ok` is false exactly when the exit status is not 0."""
+    """One JSON object describing the run; `ok` is false exactly when the exit status is not 0.
+    A deployed environment's status also names the environment and the function that read it."""
     document: dict[str, Any] = {
         "mode": mode,
         "ok": error is None and exit_code == 0,
@@ -211,6 +218,8 @@ def json_document(
         "notices": collector.notices,
         "server_messages": collector.server_messages,
     }
+    if environment is not None:
+        document.update(environment=environment, function=function)
     if status is not None:
         document.update(
             applied=[

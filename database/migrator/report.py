@@ -43,6 +43,8 @@ def status_to_dict(status: Status, root: Path | None = None) -> dict[str, Any]:
         "missing": list(status.missing),
         "unverified": list(status.unverified),
         "tracking_table_exists": status.tracking_table_exists,
+        "problems": [problem.replace(f"{root}/", "") if root else problem for problem in status.problems],
+        "invalid_indexes": list(status.invalid_indexes),
     }
 
 
@@ -73,6 +75,8 @@ def status_from_dict(document: dict[str, Any]) -> Status:
             missing=[str(version) for version in document["missing"]],
             unverified=[str(version) for version in document["unverified"]],
             tracking_table_exists=bool(document.get("tracking_table_exists", True)),
+            problems=[str(problem) for problem in document.get("problems", [])],
+            invalid_indexes=[str(index) for index in document.get("invalid_indexes", [])],
         )
     except KeyError as error:
         raise ReportError(f"status document: missing field {error}") from None

@@ -1,9 +1,10 @@
 """Stand-ins for what the deploy-time functions meet in AWS, all real at the network level:
 
 - ``LocalAws``: an HTTP server speaking the Lambda Invoke REST API (POST
-  /2015-03-31/functions/{name}/invocations) and Secrets Manager's GetSecretValue (answered from
-  moto in this process). boto3 reaches it through AWS_ENDPOINT_URL_LAMBDA /
-  AWS_ENDPOINT_URL_SECRETS_MANAGER, so the functions' code runs unchanged.
+  /2015-03-31/functions/{name}/invocations), Secrets Manager's GetSecretValue (answered from
+  moto in this process) and CloudFormation's DescribeStacks (the stacks' outputs). boto3 reaches it
+  through AWS_ENDPOINT_URL_LAMBDA / AWS_ENDPOINT_URL_SECRETS_MANAGER /
+  AWS_ENDPOINT_URL_CLOUDFORMATION, so the functions' and the CLI's code run unchanged.
 - ``DelayedProxy``: a TCP port that refuses connections for a few seconds, then forwards to the
   real PostgreSQL (an Aurora cluster resuming from auto-pause).
 - ``make_tls_files``: a test CA and a server certificate for 127.0.0.1, so the runner's
@@ -25,7 +26,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
+from xml.sax.saxutils import escape
 
 from database.migrator.manifest import build_manifest
 
@@ -90,10 +92,12 @@ def cfn_event(
 
 
 class LocalAws:
-    """Lambda Invoke and Secrets Manager GetSecretValue over HTTP on 127.0.0.1."""
+    """Lambda Invoke, Secrets Manager GetSecretValue and CloudFormation DescribeStacks over HTTP
+    on 127.0.0.1."""
 
     def __init__(self) -> None:
         self.functions: dict[str, LocalFunction] = {}
+        self.stack_outputs: dict[str, dict[str, str]] = {}  # stack name -> its outputs
         self.invocations: list[tuple[str, dict[str, Any]]] = []
         self.secrets_read = 0
         owner = self
@@ -106,6 +110,8 @@ class LocalAws:
                     self._invoke(unquote(match.group(1)), body)
                 elif (self.headers.get("X-Amz-Target") or "") == "secretsmanager.GetSecretValue":
                     self._get_secret(json.loads(body))
+                elif parse_qs(body.decode()).get("Action") == ["DescribeStacks"]:
+                    self._describe_stack(parse_qs(body.decode())["StackName"][0])
                 else:
                     self._answer(400, {"__type": "UnknownOperationException", "message": self.path})
 
@@ -136,10 +142,42 @@ class LocalAws:
                     "CreatedDate": value["CreatedDate"].timestamp(),
                 })  # fmt: skip
 
-            def _answer(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(document).encode()
+            def _describe_stack(self, name: str) -> None:
+                """CloudFormation's query-protocol answer (XML), as the real service gives it."""
+                outputs = owner.stack_outputs.get(name)
+                if outputs is None:
+                    error = (
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                        f"<Message>Stack with id {escape(name)} does not exist</Message></Error></ErrorResponse>"
+                    )
+                    self._answer(400, error, content_type="text/xml")
+                    return
+                members = "".join(
+                    f"<member><OutputKey>{escape(key)}</OutputKey><OutputValue>{escape(value)}</OutputValue></member>"
+                    for key, value in outputs.items()
+                )
+                stack = (
+                    f"<member><StackName>{escape(name)}</StackName><StackId>{STACK_ID}</StackId>"
+                    "<CreationTime>2026-11-25T09:00:00Z</CreationTime><StackStatus>UPDATE_COMPLETE</StackStatus>"
+                    f"<Outputs>{members}</Outputs></member>"
+                )
+                document = (
+                    '<DescribeStacksResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/">'
+                    f"<DescribeStacksResult><Stacks>{stack}</Stacks></DescribeStacksResult>"
+                    "</DescribeStacksResponse>"
+                )
+                self._answer(200, document, content_type="text/xml")
+
+            def _answer(
+                self,
+                status: int,
+                document: Any,
+                headers: dict[str, str] | None = None,
+                content_type: str = "application/json",
+            ) -> None:
+                data = document.encode() if isinstance(document, str) else json.dumps(document).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)

@@ -139,7 +139,7 @@ def test_drift_fails_apply_and_status_until_accepted(database_uri: str, tmp_path
     ("arguments", "message"),
     [
         (["--environment", "staging"], "--environment 'staging' is not known"),
-        (["--environment", "testing"], "--environment testing: set DATABASE_URL (or pass --db-uri)"),
+        (["--environment", "testing"], "--environment testing: migrations reach the deployed database"),
         (["--environment", "local", "--db-uri", "postgresql://x@h/d"], "use either --db-uri or --environment"),
         (["--status", "--dry-run"], "not allowed with argument"),
         (["--lock-wait", "soon"], "argument --lock-wait: 'soon' is not a number of seconds"),
