@@ -58,6 +58,17 @@ def scrub(text: str, *secrets: str | None, shown: Iterable[str] = ()) -> str:
     return text
 
 
+def scrub_document(value: object, *secrets: str | None) -> object:
+    """`scrub` every string in a JSON-like document (dicts, lists), keys left as they are."""
+    if isinstance(value, str):
+        return scrub(value, *secrets)
+    if isinstance(value, dict):
+        return {key: scrub_document(item, *secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrub_document(item, *secrets) for item in value]
+    return value
+
+
 def visible_parts(conninfo: str) -> tuple[str, ...]:
     """User, host and database name of a conninfo: shown in every redacted target anyway."""
     if "://" in conninfo:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from database.migrator.manifest import build_manifest
-from database.migrator.redaction import scrub
+from database.migrator.redaction import scrub_document
 
 ASSET_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = ASSET_ROOT / "database" / "migrations"
@@ -154,7 +154,7 @@ def _run(request: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         secrets.append(str(credentials.get("password") or ""))
         request = {**request, "credentials": credentials}
     answer = _invoke_runner(request, context)
-    return _scrubbed(answer, secrets)  # type: ignore[return-value]
+    return scrub_document(answer, *secrets)  # type: ignore[return-value]
 
 
 def _read_secret(arn: str) -> dict[str, Any]:
@@ -227,15 +227,6 @@ def _fit_list(versions: list[str], limit: int) -> str:
 def _fit(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
-
-def _scrubbed(value: object, secrets: list[str]) -> object:
-    if isinstance(value, str):
-        return scrub(value, *secrets)
-    if isinstance(value, dict):
-        return {key: _scrubbed(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_scrubbed(item, secrets) for item in value]
-    return value
 
 
 def _log(line: str) -> None:

@@ -38,7 +38,7 @@ from database.migrator.events import Applied, Connected, Event, Notice, Planned
 from database.migrator.manifest import build_manifest
 from database.migrator.orchestration import RunnerSettings, apply, read_status
 from database.migrator.postgres import ConnectSettings
-from database.migrator.redaction import scrub
+from database.migrator.redaction import scrub, scrub_document
 from database.migrator.report import status_to_dict
 
 ASSET_ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +110,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "total": report.total,
         }
     answer.update(server_version=report.server_version, notices=report.notices)
-    return _scrubbed(answer, log.secrets)  # type: ignore[return-value]
+    return scrub_document(answer, *log.secrets)  # type: ignore[return-value]
 
 
 def relative_paths(message: str) -> str:
@@ -218,12 +218,3 @@ class _ScrubbingWriter:
     def flush(self) -> None:
         sys.stdout.flush()
 
-
-def _scrubbed(value: object, secrets: list[str]) -> object:
-    if isinstance(value, str):
-        return scrub(value, *secrets)
-    if isinstance(value, dict):
-        return {key: _scrubbed(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_scrubbed(item, secrets) for item in value]
-    return value
