@@ -14,8 +14,9 @@ from schema_migrations.deploy import MigrationDeployError
 
 from database.migrator.postgres import ADVISORY_LOCK_KEY
 from stacks.settings import POSTGRES_VERSION
+from tests.delayed_proxy import DelayedProxy
 from tests.deploy.conftest import PASSWORD, RUNNER_FUNCTION, Deployment
-from tests.deploy.support import DelayedProxy, cfn_event
+from tests.deploy.support import cfn_event
 
 FIRST = {
     "001_create_users.sql": "CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL);\n",

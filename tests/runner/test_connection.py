@@ -3,9 +3,7 @@ auto-pause looks like this), no retries for failures that waiting cannot fix."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,6 +13,7 @@ import pytest
 from database.migrator.errors import ConnectionFailedError
 from database.migrator.events import Connected, ConnectRetry, Event
 from database.migrator.redaction import password_of, redact_conninfo, scrub
+from tests.delayed_proxy import DelayedProxy
 
 from .helpers import apply_dir, write_migrations
 
@@ -25,52 +24,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class DelayedProxy:
-    """Starts listening on `port` only after `delay` seconds, then forwards to the real server."""
-
-    def __init__(self, port: int, target: tuple[str, int], delay: float) -> None:
-        self.port, self.target, self.delay = port, target, delay
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        time.sleep(self.delay)
-        with socket.create_server(("127.0.0.1", self.port)) as server:
-            server.settimeout(0.2)
-            while not self.stop.is_set():
-                try:
-                    client, _ = server.accept()
-                except TimeoutError:
-                    continue
-                upstream = socket.create_connection(self.target)
-                for source, sink in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-
 def test_retries_until_the_server_appears(database_uri: str, tmp_path: Path) -> None:
     parts = urlsplit(database_uri)
-    port = free_port()
-    proxy = DelayedProxy(port, (parts.hostname or "", parts.port or 5432), delay=1.5)
-    delayed_uri = database_uri.replace(f":{parts.port}/", f":{port}/")
     directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
     events: list[Event] = []
-    try:
+    with DelayedProxy(parts.port or 5432, delay=1.5) as proxy:
+        delayed_uri = database_uri.replace(f":{parts.port}/", f":{proxy.port}/")
         result = apply_dir(delayed_uri, directory, events, connect_timeout=20.0)
-    finally:
-        proxy.stop.set()
     retries = [e for e in events if isinstance(e, ConnectRetry)]
     assert retries and all("refused" in e.reason.lower() for e in retries)
     assert [e.attempt for e in retries] == list(range(1, len(retries) + 1))
