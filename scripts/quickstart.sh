@@ -15,5 +15,6 @@ Next:
   ./scripts/run-migrations.sh --new "add phone to users"   write the next migration
   ./scripts/run-migrations.sh --environment local          apply it locally
   ./scripts/local-db.sh stop                               stop the local PostgreSQL
-  npx cdk deploy PgSchemaDeploy-testing                    deploy (needs AWS credentials)
+  ./scripts/deploy.sh testing                              deploy; the migrations run inside it (AWS credentials)
+  ./scripts/run-migrations.sh --status --environment testing   the deployed schema, from this machine
 TXT
