@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from database.migrator.events import Event
 from database.migrator.orchestration import ApplyResult, RunnerSettings, Status, apply, read_status
 from database.migrator.postgres import ConnectSettings
@@ -73,3 +75,12 @@ def run_cli(
         timeout=timeout,
         cwd="/",
     )
+
+
+def public_tables(uri: str) -> list[str]:
+    """The tables a database's public schema holds, by name."""
+    with psycopg.connect(uri) as connection:
+        rows = connection.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' ORDER BY 1"
+        ).fetchall()
+    return [row[0] for row in rows]

@@ -10,15 +10,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from .helpers import GUIDE_MIGRATIONS, run_cli, write_migrations
-
-
-def tables(uri: str) -> list[str]:
-    with psycopg.connect(uri) as connection:
-        rows = connection.execute(
-            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' ORDER BY 1"
-        ).fetchall()
-    return [row[0] for row in rows]
+from .helpers import GUIDE_MIGRATIONS, public_tables, run_cli, write_migrations
 
 
 def test_apply_prints_the_guides_log_lines(database_uri: str) -> None:
@@ -79,7 +71,7 @@ def test_dry_run_changes_nothing_and_lists_the_plan(database_uri: str) -> None:
     assert "🔍 Dry run: 3 migration(s) would be applied, in this order:" in result.stdout
     assert "  • 003_add_savings_groups: 3 statement(s), one transaction" in result.stdout
     assert "🔍 Dry run: nothing was changed" in result.stdout
-    assert tables(database_uri) == []
+    assert public_tables(database_uri) == []
 
 
 def test_json_output_for_apply_status_and_dry_run(database_uri: str) -> None:
@@ -109,7 +101,7 @@ def test_failed_migration_exit_status_and_message(database_uri: str, tmp_path: P
 
     assert result.returncode == 1
     assert f"❌ {directory / '002_typo.sql'}:2: 002_typo failed: SQLSTATE 42601: syntax error" in result.stderr
-    assert tables(database_uri) == ["ok", "schema_migrations"]
+    assert public_tables(database_uri) == ["ok", "schema_migrations"]
 
     as_json = json.loads(run_cli("--json", "--db-uri", database_uri, "--migrations-dir", str(directory)).stdout)
     assert as_json["ok"] is False
@@ -208,7 +200,7 @@ def test_new_creates_the_next_numbered_file(tmp_path: Path, database_uri: str) -
     assert created.read_text().startswith("-- 004_add_savings_goals: Add savings goals!")
     unfinished = run_cli("--db-uri", database_uri, "--migrations-dir", str(directory))
     assert unfinished.returncode == 2 and "004_add_savings_goals.sql: contains no SQL statements" in unfinished.stderr
-    assert tables(database_uri) == []
+    assert public_tables(database_uri) == []
 
 
 def test_relative_migrations_dir_is_resolved_from_the_callers_directory(tmp_path: Path, database_uri: str) -> None:
@@ -222,7 +214,7 @@ def test_relative_migrations_dir_is_resolved_from_the_callers_directory(tmp_path
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "from_relative_dir" in tables(database_uri)
+    assert "from_relative_dir" in public_tables(database_uri)
 
 
 def test_json_carries_notices(database_uri: str, tmp_path: Path) -> None:

@@ -20,16 +20,8 @@ import pytest
 from database.cli import __main__ as cli
 from database.cli import environments
 
-from .helpers import GUIDE_MIGRATIONS, RUN_MIGRATIONS, run_cli, write_migrations
+from .helpers import GUIDE_MIGRATIONS, RUN_MIGRATIONS, public_tables, run_cli, write_migrations
 from .test_concurrency import wait_for_query
-
-
-def public_tables(uri: str) -> list[str]:
-    with psycopg.connect(uri) as connection:
-        rows = connection.execute(
-            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' ORDER BY 1"
-        ).fetchall()
-    return [row[0] for row in rows]
 
 
 def one_json_document(stdout: str) -> dict[str, object]:
