@@ -38,23 +38,33 @@ _TRANSACTION_CONTROL = re.compile(
     re.IGNORECASE,
 )
 
+# One token that needs no special handling: a word, a number, a $1 parameter, a parenthesis, an
+# operator or punctuation character. What starts a comment, a quote or a dollar quote is left out.
+_PLAIN_TOKEN = r"""(?:
+      (?![eE]')[^\W\d][\w$]*
+    | [0-9]+(?:\.[0-9]*)?
+    | \$[0-9]+
+    | (?!--|/\*|[eE]'|\$(?:[^\W\d]\w*)?\$)[^\s'";]
+    )"""
+# The same tokens, found again inside a run of them, where nothing can start a comment or quote.
+_RUN_TOKENS = re.compile(r"[^\W\d][\w$]*|[0-9]+(?:\.[0-9]*)?|\$[0-9]+|\S")
+_WORD_START = re.compile(r"[^\W\d]")
 _TOKEN = re.compile(
-    r"""(?:
-      (?P<ws>\s+)
+    rf"""(?:
+      (?P<plain>{_PLAIN_TOKEN}(?:\s*{_PLAIN_TOKEN})*)  # a run of them: one match, joined in C
+    | (?P<ws>\s+)
     | (?P<line_comment>--[^\n]*)
-    | (?P<block_comment>/\*)
+    | (?P<block_comment>/\*(?:[^*/]++|\*(?!/)|/(?!\*))*+\*/)  # one match unless nested
+    | (?P<nested_comment>/\*)
     | (?P<estring>[eE]'(?:[^'\\]|\\.|'')*')
     | (?P<unterminated_estring>[eE]')
     | (?P<string>'(?:[^']|'')*')
-    | (?P<ident>[^\W\d][\w$]*)
     | (?P<quoted_ident>"(?:[^"]|"")*")
-    | (?P<dollar>\$(?:[^\W\d]\w*)?\$)
+    | (?P<dollar>\$(?P<tag>(?:[^\W\d]\w*)?)\$.*?\$(?P=tag)\$)
+    | (?P<unterminated_dollar>\$(?:[^\W\d]\w*)?\$)
     | (?P<semicolon>;)
-    | (?P<open>\()
-    | (?P<close>\))
     | (?P<unterminated>['"])
-    | (?P<other>[0-9]+(?:\.[0-9]*)?|\$[0-9]+|.)
-    )\s*  # whitespace after a token is consumed with it: a third fewer loop turns
+    )\s*  # whitespace after a token is consumed with it: fewer loop turns
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -108,15 +118,14 @@ def parse_migration(path: Path, text: str) -> ParsedMigration:
 def has_statements(path: Path, text: str) -> bool:
     """Whether `text` holds anything but whitespace, comments and empty statements; cheap: it
     stops at the first SQL token (used to reject empty files before any database work)."""
-    lines = _LineCounter(text)
     position = 0
     while position < len(text):
         match = _TOKEN.match(text, position)
         assert match is not None
         kind = match.lastgroup
-        if kind == "block_comment":
-            position = _skip_block_comment(path, text, position, lines)
-        elif kind in ("ws", "line_comment", "semicolon"):
+        if kind == "nested_comment":
+            position = _skip_block_comment(path, text, position, _LineCounter(text))
+        elif kind in ("ws", "line_comment", "block_comment", "semicolon"):
             position = match.end()
         else:
             return True
@@ -126,87 +135,133 @@ def has_statements(path: Path, text: str) -> bool:
 def _split(path: Path, text: str) -> tuple[list[Statement], str, int, list[tuple[int, int]]]:
     """Return the statements, the checksum text (comments dropped, whitespace folded, CRLF read
     as LF), the offset where the first statement starts (the end of the header comments) and
-    the (offset, line) of every no-transaction marker comment line."""
+    the (offset, line) of every no-transaction marker comment line.
+
+    One regex walks the tokens (comments and dollar quotes included, as single matches); the
+    loop restarts only after a nested comment, which the regex cannot match.
+    """
     statements: list[Statement] = []
     normalized: list[str] = []
+    append = normalized.append
     markers: list[tuple[int, int]] = []
     lines = _LineCounter(text)
-    start: int | None = None
+    start = -1  # where the current statement starts; -1 between statements
     first_statement_at = len(text)
     paren_depth = 0
-    begin_depth = 0
-    head = ""  # psql's view of the statement's first words: "corf" for CREATE OR REPLACE FUNCTION
+    begin_depth = 0  # BEGIN ... END nesting in a routine's body (see _follow_words)
+    head = ""
+    routine = False
+    spaced = False  # the next token is written after a space
     position = 0
-    length = len(text)
-    while position < length:
-        match = _TOKEN.match(text, position)
-        assert match is not None  # the last alternative matches any character
-        kind = match.lastgroup
-        assert kind is not None  # every alternative is a named group
-        if kind == "unterminated" or kind == "unterminated_estring":
-            raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated quoted string")
-        after = match.end()  # the token and the whitespace after it
-        if kind == "ws":
-            position = after
-            continue
-        end = match.end(kind)  # the token alone
-        if kind == "line_comment":
-            if match.group(kind).rstrip().lower() == NO_TRANSACTION_MARKER and _starts_line(text, position):
-                markers.append((position, lines.at(position)))
-            position = after
-            continue
-        if kind == "block_comment":
-            position = _skip_block_comment(path, text, position, lines)
-            continue
-        if kind == "dollar":
-            tag = match.group(kind)
-            close = text.find(tag, end)
-            if close < 0:
-                raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated {tag} quote")
-            end = after = close + len(tag)
-        if start is None:
-            if kind == "semicolon":  # an empty statement: nothing to run
-                position = after
+    while position < len(text):
+        restart_at = len(text)
+        for match in _TOKEN.finditer(text, position):
+            kind = match.lastgroup
+            assert kind is not None  # every alternative is a named group
+            if kind == "ws" or kind == "block_comment":
                 continue
-            start = position
-            first_statement_at = min(first_statement_at, position)
-            paren_depth = begin_depth = 0
-            head = ""
-        token = text[position:end]
-        if kind == "ident":
-            # psql's rule: BEGIN ... END (and CASE ... END inside it) only group semicolons in
-            # the body of CREATE [OR REPLACE] FUNCTION/PROCEDURE, outside parentheses; a column
-            # called "begin" elsewhere must not swallow the rest of the file.
-            word = token.lower()
-            if len(head) < 4:
-                head += word[0] if word in _ROUTINE_WORDS else "-"
-            if paren_depth == 0 and head.startswith(("cf", "cp", "corf", "corp")):
-                if word == "begin" or (word == "case" and begin_depth > 0):
-                    begin_depth += 1
-                elif word == "end" and begin_depth > 0:
-                    begin_depth -= 1
-        elif kind == "open":
-            paren_depth += 1
-        elif kind == "close" and paren_depth > 0:
-            paren_depth -= 1
-        elif kind == "semicolon" and paren_depth == 0 and begin_depth == 0:
-            statements.append(Statement(text[start:position].rstrip(), lines.at(start)))
-            normalized.append(";\n")
-            start = None
-            position = after
-            continue
-        if normalized and normalized[-1] not in (";\n", "(") and kind not in ("close", "semicolon"):
-            normalized.append(" ")
-        normalized.append(token.replace("\r\n", "\n"))
-        position = after
-    if start is not None:
+            position = match.start()
+            if kind == "line_comment":
+                if match.group(kind).rstrip().lower() == NO_TRANSACTION_MARKER and _starts_line(text, position):
+                    markers.append((position, lines.at(position)))
+                continue
+            if kind == "nested_comment":
+                restart_at = _skip_block_comment(path, text, position, lines)
+                break
+            if kind in ("unterminated", "unterminated_estring"):
+                raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated quoted string")
+            if kind == "unterminated_dollar":
+                tag = match.group(kind)
+                raise InvalidMigrationError(f"{path}:{lines.at(position)}: unterminated {tag} quote")
+            if start < 0:
+                if kind == "semicolon":  # an empty statement: nothing to run
+                    continue
+                start = position
+                first_statement_at = min(first_statement_at, position)
+                paren_depth = begin_depth = 0
+                head = ""
+                routine = False
+            token = match.group(kind)
+            if kind == "plain":
+                tokens = _RUN_TOKENS.findall(token)
+                if len(head) < 4 or routine:
+                    head, routine, begin_depth, paren_depth = _follow_words(
+                        tokens, head, routine, begin_depth, paren_depth
+                    )
+                elif "(" in token or ")" in token:
+                    paren_depth = _paren_depth_after(tokens, paren_depth)
+                # The checksum text: tokens one space apart, none after "(" or before ")".
+                joined = " ".join(tokens)
+                if "(" in token or ")" in token:
+                    joined = joined.replace("( ", "(").replace(" )", ")")
+                if spaced and tokens[0] != ")":
+                    append(" ")
+                append(joined)
+                spaced = tokens[-1] != "("
+                continue
+            if kind == "semicolon":
+                if paren_depth == 0 and begin_depth == 0:
+                    statements.append(Statement(text[start:position].rstrip(), lines.at(start)))
+                    append(";\n")
+                    start = -1
+                    spaced = False
+                    continue
+                append(token)  # inside parentheses or a routine's body
+            else:
+                if spaced:
+                    append(" ")
+                append(token.replace("\r\n", "\n"))
+            spaced = True
+        position = restart_at
+    if start >= 0:
         tail = text[start:].rstrip()
         statements.append(Statement(tail, lines.at(start)))
-        normalized.append(";\n")
+        append(";\n")
     return statements, "".join(normalized), first_statement_at, markers
 
 
 _ROUTINE_WORDS = frozenset({"create", "or", "replace", "function", "procedure"})
+
+
+def _follow_words(
+    tokens: list[str], head: str, routine: bool, begin_depth: int, paren_depth: int
+) -> tuple[str, bool, int, int]:
+    """Follow a statement's words and parentheses token by token while they matter: psql's rule
+    is that BEGIN ... END (and CASE ... END inside it) group semicolons only in the body of
+    CREATE [OR REPLACE] FUNCTION/PROCEDURE, outside parentheses, so a column called "begin"
+    elsewhere must not swallow the rest of the file. `head` holds the statement's first words
+    ("corf" for CREATE OR REPLACE FUNCTION)."""
+    for index, token in enumerate(tokens):
+        if len(head) >= 4 and not routine:
+            return head, routine, begin_depth, _paren_depth_after(tokens[index:], paren_depth)
+        if token == "(":
+            paren_depth += 1
+        elif token == ")":
+            paren_depth = max(0, paren_depth - 1)
+        elif _WORD_START.match(token):
+            word = token.lower()
+            if len(head) < 4:
+                head += word[0] if word in _ROUTINE_WORDS else "-"
+                routine = head.startswith(("cf", "cp", "corf", "corp"))
+            if routine and paren_depth == 0:
+                if word == "begin" or (word == "case" and begin_depth > 0):
+                    begin_depth += 1
+                elif word == "end" and begin_depth > 0:
+                    begin_depth -= 1
+    return head, routine, begin_depth, paren_depth
+
+
+def _paren_depth_after(tokens: list[str], paren_depth: int) -> int:
+    """The parenthesis depth after `tokens`; a ")" with none open is ignored, as psql does."""
+    closes = tokens.count(")")
+    if closes <= paren_depth:  # none can close below zero: count in C
+        return paren_depth + tokens.count("(") - closes
+    for token in tokens:
+        if token == "(":
+            paren_depth += 1
+        elif token == ")" and paren_depth > 0:
+            paren_depth -= 1
+    return paren_depth
 
 
 class _LineCounter:

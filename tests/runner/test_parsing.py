@@ -506,6 +506,44 @@ def test_bom_does_not_hide_transaction_control(tmp_path: Path) -> None:
         parse_migration(path, read_migration(path)[1])
 
 
+# Checksums recorded in tracking tables by earlier versions: a faster splitter must give the
+# same values, or every cosmetic edit of an old file would be reported as drift.
+RECORDED_CHECKSUMS = {
+    "CREATE OR REPLACE FUNCTION f(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+    "  SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\n  SELECT a;\nEND;\nSELECT f(1);\n": (
+        "5c433ea39b846826f58c9418be5a6b3a83480d06b375739acf33293950c0743d"
+    ),
+    "INSERT INTO t(v, w) VALUES (E'it\\'s', 'don''t'), ($$a;b$$, $tag$ $$ ; $tag$);\n"
+    'COMMENT ON TABLE "Odd""Name" IS \'x\';\n': "a86e92d8b91d51decbfec57077f1e30cbdea38af1ba977928c9ffe3b044c6928",
+    "/* header /* nested */ still */\n-- line\nSELECT 1/*inline*/+2; -- tail\r\nSELECT  (  3  ,  4  ) ;\r\n": (
+        "b464991a89343b8940bd29c52a5f194af35159cd591360f9999f2099f15a1b27"
+    ),
+    "SELECT a::int, b->>'k', $1, 1.5e3, .5, x-y, -1, @z FROM t WHERE (a<>b) AND (c(d(e))) ;": (
+        "1b91ed00253be1c4ff92b7ad5db5e5e517c5bd44ac09d6720d0acdfea3b145af"
+    ),
+    "CREATE TABLE café (naïve text DEFAULT 'é');\nSELECT ä, ß FROM café;\n": (
+        "b252ce501ec7b8b5d094777599e3730f036637ca19ca8d33c4e951cf79a37417"
+    ),
+}
+GUIDE_CHECKSUMS = {
+    "001_initial_schema.sql": "ef36eb1772b5b16e4dd9e5a014b98d6c2116ca06cce2d02779d8cdb7b49f07d0",
+    "002_add_user_profile.sql": "989a7b026c21596280fe02070885fb2269f27c2f55d7202c769304b02ee36955",
+    "003_add_savings_groups.sql": "222ba3f170f7f38df481d0fd69cd10ada4b5f3aa524ea839e302f5b8eb46e680",
+}
+
+
+@pytest.mark.parametrize(("sql", "recorded"), RECORDED_CHECKSUMS.items())
+def test_checksum_is_the_one_earlier_versions_recorded(sql: str, recorded: str) -> None:
+    assert checksum(sql) == recorded
+
+
+@pytest.mark.parametrize(("name", "recorded"), GUIDE_CHECKSUMS.items())
+def test_guide_migrations_keep_their_recorded_checksums(name: str, recorded: str) -> None:
+    path = GUIDE_003.parent / name
+    _raw, text = read_migration(path)
+    assert parse_migration(path, text).checksum == recorded
+
+
 def test_checksum_is_a_sha256_hex_digest() -> None:
     value = checksum("SELECT 1;")
     assert len(value) == 64 and int(value, 16) >= 0
