@@ -207,30 +207,50 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
         budget = None
         if settings.deadline is not None:
             budget = postgres.time_budget(connection, settings.deadline, settings.deadline_margin_seconds)
-        for pending in status.pending:
-            migration = by_version[pending.version]
-            if budget is not None:
-                _check_time_left(budget, pending.version, len(result.applied), len(status.pending))
-            if pending.out_of_order:
-                emit(Notice(f"{pending.version} is older than an applied migration: applying it out of order"))
-            emit(Applying(pending.version, pending.in_transaction))
+        if status.pending:
+            postgres.defer_commit_flush(connection)
             try:
-                elapsed = postgres.apply_migration(
-                    connection,
-                    version=pending.version,
-                    path=str(pending.path),
-                    migration=migration.parsed,
-                    digest=migration.digest,
-                    applied_by=settings.applied_by,
-                    emit=emit,
-                    budget=budget,
-                )
-            except KeyboardInterrupt:
-                raise RunInterruptedError(_interrupted_during(pending, result)) from None
-            event = Applied(pending.version, elapsed)
-            result.applied.append(event)
-            emit(event)
+                _apply_pending(connection, status, by_version, settings, budget, result, emit)
+            finally:
+                postgres.flush_commits(connection, result.applied[-1].version if result.applied else None)
     return result
+
+
+def _apply_pending(
+    connection: psycopg.Connection[tuple[object, ...]],
+    status: Status,
+    by_version: dict[str, LocalMigration],
+    settings: RunnerSettings,
+    budget: TimeBudget | None,
+    result: ApplyResult,
+    emit: EventSink,
+) -> None:
+    """Apply the pending migrations in order, recording each in `result` as it commits."""
+    from . import postgres
+
+    for pending in status.pending:
+        migration = by_version[pending.version]
+        if budget is not None:
+            _check_time_left(budget, pending.version, len(result.applied), len(status.pending))
+        if pending.out_of_order:
+            emit(Notice(f"{pending.version} is older than an applied migration: applying it out of order"))
+        emit(Applying(pending.version, pending.in_transaction))
+        try:
+            elapsed = postgres.apply_migration(
+                connection,
+                version=pending.version,
+                path=str(pending.path),
+                migration=migration.parsed,
+                digest=migration.digest,
+                applied_by=settings.applied_by,
+                emit=emit,
+                budget=budget,
+            )
+        except KeyboardInterrupt:
+            raise RunInterruptedError(_interrupted_during(pending, result)) from None
+        event = Applied(pending.version, elapsed)
+        result.applied.append(event)
+        emit(event)
 
 
 def _lock_wait(settings: RunnerSettings) -> float:
