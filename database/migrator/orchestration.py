@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -211,8 +211,11 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
             postgres.defer_commit_flush(connection)
             try:
                 _apply_pending(connection, status, by_version, settings, budget, result, emit)
-            finally:
-                postgres.flush_commits(connection, result.applied[-1].version if result.applied else None)
+            except BaseException:
+                with suppress(Exception):  # the failure is the news; the WAL writer flushes within a second
+                    postgres.flush_commits(connection, _last_applied(result))
+                raise
+            postgres.flush_commits(connection, _last_applied(result))
     return result
 
 
@@ -251,6 +254,10 @@ def _apply_pending(
         event = Applied(pending.version, elapsed)
         result.applied.append(event)
         emit(event)
+
+
+def _last_applied(result: ApplyResult) -> str | None:
+    return result.applied[-1].version if result.applied else None
 
 
 def _lock_wait(settings: RunnerSettings) -> float:

@@ -243,6 +243,8 @@ def _follow_words(
             if len(head) < 4:
                 head += word[0] if word in _ROUTINE_WORDS else "-"
                 routine = head.startswith(("cf", "cp", "corf", "corp"))
+                if not routine and head not in ("c", "co", "cor"):
+                    head = "----"  # it can no longer become a routine: stop following words
             if routine and paren_depth == 0:
                 if word == "begin" or (word == "case" and begin_depth > 0):
                     begin_depth += 1
