@@ -71,8 +71,11 @@ class HumanRenderer:
         self.log = log or RunLog()
 
     def _print(self, line: str) -> None:
+        """One write per line: print() writes the newline separately, which unbuffered
+        (PYTHONUNBUFFERED) output turns into a second system call per line."""
         if not self.quiet:
-            print(line, file=self.out, flush=True)
+            self.out.write(line + "\n")
+            self.out.flush()
 
     def start(self, mode: str) -> None:
         self.list_all_applied = mode != "apply"
@@ -83,7 +86,12 @@ class HumanRenderer:
         self._print(line)
 
     def event(self, event: Event) -> None:
-        match event:
+        match event:  # the events of every migration first: each case is a type check
+            case Applying(version, in_transaction):
+                suffix = "" if in_transaction else " (no transaction)"
+                self._print(f"📝 Applying: {version}{suffix}")
+            case Applied(version, milliseconds):
+                self._print(f"✅ Applied: {version} ({milliseconds} ms)")
             case Connecting(target):
                 self._print(f"🔍 Testing database connection... ({target})")
             case ConnectRetry(attempt, delay, reason):
@@ -99,11 +107,6 @@ class HumanRenderer:
                     self._print(line)
             case Planned(status):
                 self.status(status)
-            case Applying(version, in_transaction):
-                suffix = "" if in_transaction else " (no transaction)"
-                self._print(f"📝 Applying: {version}{suffix}")
-            case Applied(version, milliseconds):
-                self._print(f"✅ Applied: {version} ({milliseconds} ms)")
             case Notice(message):
                 self._print(f"⚠️  {shown(message)}")
             case ServerMessage(_, severity, message):
