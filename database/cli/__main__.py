@@ -8,6 +8,7 @@ lock too long; 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import math
 import os
@@ -324,6 +325,10 @@ def create_migration(directory: Path, description: str, *, as_json: bool) -> int
 
 
 if __name__ == "__main__":
+    # No cyclic garbage collection in this short-lived process: its passes over the objects
+    # psycopg's import creates cost ~20 ms of every run, while a whole apply of 1000 migrations
+    # leaves only a few hundred objects in cycles (peak memory unchanged).
+    gc.disable()
     status = main()
     # Skip interpreter teardown (~35 ms with psycopg loaded, a seventh of a no-op deploy run):
     # the connection is closed, nothing is registered with atexit, and output is flushed here.

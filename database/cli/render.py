@@ -71,8 +71,11 @@ class HumanRenderer:
         self.log = log or RunLog()
 
     def _print(self, line: str) -> None:
+        """One write per line: print() writes the newline separately, which unbuffered
+        (PYTHONUNBUFFERED) output turns into a second system call per line."""
         if not self.quiet:
-            print(line, file=self.out, flush=True)
+            self.out.write(line + "\n")
+            self.out.flush()
 
     def start(self, mode: str) -> None:
         self.list_all_applied = mode != "apply"
@@ -83,7 +86,12 @@ class HumanRenderer:
         self._print(line)
 
     def event(self, event: Event) -> None:
-        match event:
+        match event:  # the events of every migration first: each case is a type check
+            case Applying(version, in_transaction):
+                suffix = "" if in_transaction else " (no transaction)"
+                self._print(f"📝 Applying: {version}{suffix}")
+            case Applied(version, milliseconds):
+                self._print(f"✅ Applied: {version} ({milliseconds} ms)")
             case Connecting(target):
                 self._print(f"🔍 Testing database connection... ({target})")
             case ConnectRetry(attempt, delay, reason):
@@ -99,27 +107,22 @@ class HumanRenderer:
                     self._print(line)
             case Planned(status):
                 self.status(status)
-            case Applying(version, in_transaction):
-                suffix = "" if in_transaction else " (no transaction)"
-                self._print(f"📝 Applying: {version}{suffix}")
-            case Applied(version, milliseconds):
-                self._print(f"✅ Applied: {version} ({milliseconds} ms)")
             case Notice(message):
                 self._print(f"⚠️  {shown(message)}")
             case ServerMessage(_, severity, message):
                 self._print(f"   💬 {severity}: {message}")
 
     def status(self, status: Status) -> None:
-        self._print("📊 Migration Status")
-        self._print("==================")
+        """Written in one go (a line per migration, a thousand pending ones included)."""
+        lines = ["📊 Migration Status", "=================="]
         if not status.tracking_table_exists:
-            self._print("(no migration table yet: every migration is pending)")
+            lines.append("(no migration table yet: every migration is pending)")
         if status.applied:
-            self._print("✅ Applied Migrations:")
+            lines.append("✅ Applied Migrations:")
             listed = status.applied
             if not self.list_all_applied and len(listed) > _APPLIED_SHOWN_WHEN_APPLYING:
                 listed = listed[-_APPLIED_SHOWN_WHEN_APPLYING:]
-                self._print(f"  … {len(status.applied) - len(listed)} earlier (--status lists them all)")
+                lines.append(f"  … {len(status.applied) - len(listed)} earlier (--status lists them all)")
             for applied in listed:
                 details = []
                 if applied.applied_at is not None:
@@ -129,17 +132,17 @@ class HumanRenderer:
                 if applied.applied_by:
                     details.append(f"by {applied.applied_by}")
                 suffix = f" ({', '.join(details)})" if details else ""
-                self._print(f"  • {applied.version}{suffix}")
+                lines.append(f"  • {applied.version}{suffix}")
         if status.pending:
-            self._print("⏳ Pending Migrations:")
+            lines.append("⏳ Pending Migrations:")
             for pending in status.pending:
                 notes = [] if pending.in_transaction else ["no transaction"]
                 if pending.out_of_order:
                     notes.append("out of order")
                 suffix = f" ({', '.join(notes)})" if notes else ""
-                self._print(f"  • {pending.version}{suffix}")
+                lines.append(f"  • {pending.version}{suffix}")
         elif not status.problems:  # an unusable file is still to come: it is listed below
-            self._print("✅ No pending migrations")
+            lines.append("✅ No pending migrations")
         for title, versions in (
             ("❌ Changed after being applied (drift):", status.drifted),
             ("❓ Applied but no file any more:", status.missing),
@@ -150,9 +153,10 @@ class HumanRenderer:
              [shown(problem) for problem in status.problems]),
         ):
             if versions:
-                self._print(title)
+                lines.append(title)
                 for version in versions:
-                    self._print(f"  • {version}")
+                    lines.append(f"  • {version}")
+        self._print("\n".join(lines))
 
     def dry_run(self, status: Status) -> None:
         if status.pending:

@@ -407,22 +407,9 @@ def _apply_in_transaction(
     is preceded by one that caps its timeout by the time left.
     """
     cap = budget.statement_cap_sql(connection) if budget is not None else ""
-    results_per_statement = 2 if cap else 1
-    parts = ["BEGIN;\n"]
-    starts = []  # offset of each statement in the query, in characters (as the server counts)
-    offset = len(parts[0])
-    for statement in migration.statements:
-        if cap:
-            parts.append(cap)
-            offset += len(cap)
-        starts.append(offset)
-        # A newline before the semicolon: the statement may end in a -- comment.
-        text = f"{statement.sql}\n;\n"
-        parts.append(text)
-        offset += len(text)
-    parts.append(_row_sql(version, migration.checksum, digest, applied_by))
-    parts.append(";\nCOMMIT")
-    query = "".join(parts)
+    body = f"{_END_OF_STATEMENT}{cap}".join([statement.sql for statement in migration.statements])
+    row = _row_sql(version, migration.checksum, digest, applied_by)
+    query = f"{_BEGIN}{cap}{body}{_END_OF_STATEMENT}{row};\nCOMMIT"
     try:
         with connection.lock:
             connection.pgconn.send_query(query.encode("utf-8"))
@@ -430,14 +417,15 @@ def _apply_in_transaction(
     except BaseException:  # Ctrl-C: psycopg cancelled the query; end the transaction it left open
         _roll_back(connection)
         raise
-    failed = next((index for index, result in enumerate(results) if result.status == pq.ExecStatus.FATAL_ERROR), None)
-    if failed is None:
-        row = results[-2]  # the tracking row's RETURNING execution_ms, before COMMIT's result
-        return int(row.get_value(0, 0) or b"0")
+    # The server stops at the first error: an error is the last result.
+    if results[-1].status != pq.ExecStatus.FATAL_ERROR:
+        return int(results[-2].get_value(0, 0) or b"0")  # the tracking row's RETURNING, before COMMIT's result
     _roll_back(connection)
+    failed = len(results) - 1
     error = psycopg.errors.error_from_result(results[failed], encoding=connection.info.encoding)
-    statement_index = (failed - 1) // results_per_statement  # the first result is BEGIN's
+    statement_index = (failed - 1) // (2 if cap else 1)  # the first result is BEGIN's
     position = error.diag.statement_position
+    starts = _statement_starts(migration, cap)
     if position:
         statement_index = max(0, bisect_right(starts, int(position) - 1) - 1)
     if 0 <= statement_index < len(migration.statements):
@@ -447,6 +435,23 @@ def _apply_in_transaction(
             line += statement.sql.count("\n", 0, int(position) - 1 - starts[statement_index])
         raise _failure(version, path, migration, error, statement_index, line, budget=budget) from None
     raise _failure(version, path, migration, error, len(migration.statements), None, budget=budget) from None
+
+
+# How _apply_in_transaction frames the statements. A newline before each semicolon: a statement
+# may end in a -- comment.
+_BEGIN = "BEGIN;\n"
+_END_OF_STATEMENT = "\n;\n"
+
+
+def _statement_starts(migration: ParsedMigration, cap: str) -> list[int]:
+    """Where each statement starts in _apply_in_transaction's query, in characters (as the
+    server counts): only a failure needs them."""
+    starts = []
+    offset = len(_BEGIN) + len(cap)
+    for statement in migration.statements:
+        starts.append(offset)
+        offset += len(statement.sql) + len(_END_OF_STATEMENT) + len(cap)
+    return starts
 
 
 def _roll_back(connection: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -603,19 +608,25 @@ def _row_sql(
     elapsed_ms: int | None = None,
 ) -> str:
     """The tracking row's INSERT with its values inlined (it rides in a simple-protocol query).
-    Without `elapsed_ms`, the duration is the server's time since the transaction began.
-    ON CONFLICT: a migration may insert its own version, as the guide's template does."""
-    duration = str(int(elapsed_ms)) if elapsed_ms is not None else (
-        "round(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
-    )
-    values = ", ".join(_literal(value) for value in (version, checksum, digest))
+    Without `elapsed_ms`, the duration is the server's time since the transaction began."""
+    duration = _SERVER_DURATION if elapsed_ms is None else str(int(elapsed_ms))
     return (
-        f"INSERT INTO {TRACKING_TABLE} (version, checksum, file_digest, applied_at, execution_ms, applied_by)\n"
-        f"VALUES ({values}, now(), {duration}, {_literal(applied_by)})\n"
-        "ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, file_digest = EXCLUDED.file_digest,\n"
-        "    applied_at = EXCLUDED.applied_at, execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by\n"
-        "RETURNING execution_ms"
+        f"{_ROW_INSERT}{_literal(version)}, {_literal(checksum)}, {_literal(digest)}, now(), {duration}, "
+        f"{_literal(applied_by)}){_ROW_UPSERT}"
     )
+
+
+# The tracking row's INSERT around its values, built once: every migration sends one.
+# ON CONFLICT: a migration may insert its own version, as the guide's template does.
+_ROW_INSERT = (
+    f"INSERT INTO {TRACKING_TABLE} (version, checksum, file_digest, applied_at, execution_ms, applied_by)\nVALUES ("
+)
+_ROW_UPSERT = (
+    "\nON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, file_digest = EXCLUDED.file_digest,\n"
+    "    applied_at = EXCLUDED.applied_at, execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by\n"
+    "RETURNING execution_ms"
+)
+_SERVER_DURATION = "round(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
 
 
 def _literal(value: str) -> str:
