@@ -30,6 +30,7 @@ from database.cli.environments import (
 from database.cli.render import HumanRenderer, JsonCollector, RunLog, json_document
 from database.migrator.errors import InvalidMigrationError, MigrationError, RunInterruptedError
 from database.migrator.events import Event
+from database.migrator.orchestration import name_versions
 
 if TYPE_CHECKING:
     from database.migrator.orchestration import Status
@@ -177,7 +178,7 @@ def _interrupted_outside_a_migration(mode: str, log: RunLog) -> str:
     if mode != "apply":
         return "interrupted; nothing was changed"
     if log.applied:
-        return f"interrupted between migrations: {', '.join(log.applied)} stay applied; nothing else was changed"
+        return f"interrupted between migrations: {name_versions(log.applied)} stay applied; nothing else was changed"
     return "interrupted before any migration ran; nothing was changed"
 
 

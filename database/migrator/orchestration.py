@@ -291,9 +291,15 @@ def _interrupted_during(pending: PendingMigration, result: ApplyResult) -> str:
             "and the next run starts it again"
         )
     if result.applied:
-        names = ", ".join(applied.version for applied in result.applied)
-        text += f" ({names} applied before it stay applied)"
+        text += f" ({name_versions([applied.version for applied in result.applied])} applied before it stay applied)"
     return text
+
+
+def name_versions(versions: list[str], shown: int = 3) -> str:
+    """Versions for a one-line message: all of a few, the first and last of many (with the count)."""
+    if len(versions) <= shown + 1:
+        return ", ".join(versions)
+    return f"{len(versions)} migrations, {', '.join(versions[:shown])} ... {versions[-1]}"
 
 
 def _check_drift(status: Status, accepted: frozenset[str]) -> None:

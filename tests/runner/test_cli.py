@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from database.migrator.orchestration import name_versions
+
 from .helpers import GUIDE_MIGRATIONS, public_tables, run_cli, write_migrations
 
 
@@ -257,3 +259,9 @@ def test_database_errors_outside_migrations_are_reported_cleanly(database_uri: s
         with psycopg.connect(database_uri, autocommit=True) as admin:
             admin.execute("DROP OWNED BY reader")
             admin.execute("DROP ROLE reader")
+
+
+def test_a_long_list_of_applied_versions_is_named_briefly() -> None:
+    assert name_versions(["001_a", "002_b"]) == "001_a, 002_b"
+    assert name_versions([f"{n:03}_m" for n in range(1, 5)]) == "001_m, 002_m, 003_m, 004_m"
+    assert name_versions([f"{n:03}_m" for n in range(1, 256)]) == "255 migrations, 001_m, 002_m, 003_m ... 255_m"
