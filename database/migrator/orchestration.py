@@ -4,7 +4,7 @@ PostgreSQL module. Used unchanged by the CLI and by the deploy-time Lambda."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +37,13 @@ class RunnerSettings:
     # with at least that much statement time left, and the lock wait fits in it.
     deadline: float | None = None
     deadline_margin_seconds: float = 10.0
+    # Judges the pending migrations against the database they are about to change (the lint
+    # gate) before anything is written, the tracking table included; raises a MigrationError to
+    # refuse the run. Called only when something is pending: a no-op run pays nothing for it.
+    pre_apply_check: PreApplyCheck | None = None
+
+
+PreApplyCheck = Callable[["psycopg.Connection[tuple[object, ...]]", list["LocalMigration"], EventSink], None]
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
         exists = postgres.tracking_table_exists(connection)
         rows = postgres.applied_rows(connection) if exists else {}
         status = compute_status(local, rows)  # parses every pending file: a bad one stops us here
+        if status.pending and settings.pre_apply_check is not None:
+            settings.pre_apply_check(connection, [by_version[p.version] for p in status.pending], emit)
         postgres.ensure_tracking_table(connection, emit)
         result = ApplyResult(status)
         emit(Planned(status))
