@@ -161,6 +161,14 @@ start() {
       || { tail -n 20 "$data/server.log" >&2; exit 1; }
   fi
   echo "🐘 Local PostgreSQL $version running: $(uri)"
+  ensure_roles
+}
+
+# The application's logins, made as every deploy makes them (database/migrator/roles.py), with a
+# plain rds_iam role: an application's tests can run as webapp_app (no password: trust locally).
+ensure_roles() {
+  [ -x "$root/.venv/bin/python" ] || "$root/scripts/setup.sh" python >&2
+  (cd "$root" && LOCAL_PG_DIR="$state" "$root/.venv/bin/python" -m database.cli.environments)
 }
 
 stop() {
