@@ -82,7 +82,8 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise MigrationDeployError(failure_message(answer))
     applied = [str(version) for version in answer.get("applied") or []]
     data = _data(answer.get("schema_version"), applied, rollback=False)
-    _log(f"✅ Schema version {data['SchemaVersion']}; applied this deploy: {data['AppliedThisDeploy']}")
+    roles_changed = f"; role changes: {answer['roles_changed']}" if "roles_changed" in answer else ""
+    _log(f"✅ Schema version {data['SchemaVersion']}; applied this deploy: {data['AppliedThisDeploy']}{roles_changed}")
     return {"PhysicalResourceId": physical_id, "Data": data}
 
 

@@ -111,7 +111,8 @@ def test_the_first_deploy_creates_two_logins_that_can_do_nothing_but_log_in(
     )
     assert owned == [(0,)]  # they own nothing, in any database
     log = capsys.readouterr().out
-    assert f"🔑 Roles {APPLICATION}, {READONLY}: " in log
+    assert f"🔑 Roles {APPLICATION}, {READONLY}: 18 changes" in log  # the runner's log, each statement below
+    assert "✅ Schema version 001_accounts; applied this deploy: 001_accounts; role changes: 18" in log
     assert f"CREATE ROLE {APPLICATION} LOGIN NOSUPERUSER" in log and f"GRANT rds_iam TO {READONLY}" in log
     assert deployment.database.password not in log
 
@@ -248,3 +249,15 @@ def test_a_migration_login_without_the_right_to_create_roles_fails_the_deploy_cl
         deployment.create()
     # the migrations stay applied (each committed); the next deploy retries the roles
     assert deployment.applied_versions() == ["001_accounts"]
+
+
+def test_a_runner_payload_with_malformed_roles_is_refused_before_anything_runs(deployment: Deployment) -> None:
+    deployment.write(FIRST)
+    credentials = {**deployment.database.secret(), "host": deployment.database.host,
+                   "port": deployment.database.port, "dbname": deployment.database.dbname}  # fmt: skip
+    payload = {"action": "apply", "digest": deployment.properties()["MigrationsDigest"], "credentials": credentials}
+
+    for roles, error in (("webapp_app", "roles must be an object"), ({"application": "x"}, "'None' is not a role")):
+        answer, failed = deployment.run_runner({**payload, "roles": roles})
+        assert not failed and answer["ok"] is False and error in answer["error"], answer
+    assert deployment.database.query("SELECT to_regclass('accounts') IS NULL") == [(True,)]  # nothing applied
