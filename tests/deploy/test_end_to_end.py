@@ -169,4 +169,6 @@ def test_the_built_asset_runs_the_whole_chain(
     assert runner.outside == [] and deploy.outside == []  # everything imported came from the asset
     assert {name: snapshot(folder) for name, folder in folders.items()} == before  # nothing written there
     assert "🎉 All migrations applied successfully!" in "".join(runner.logs)
+    assert "🔑 Roles webapp_app, webapp_readonly: " in "".join(runner.logs)  # database/migrator/roles.py shipped
+    assert database.query("SELECT count(*) FROM pg_roles WHERE rolname IN ('webapp_app', 'webapp_readonly')") == [(2,)]
     assert database.password not in "".join(runner.logs + deploy.logs)
