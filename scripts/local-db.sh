@@ -161,6 +161,17 @@ start() {
       || { tail -n 20 "$data/server.log" >&2; exit 1; }
   fi
   echo "🐘 Local PostgreSQL $version running: $(uri)"
+  ensure_roles
+}
+
+# The application's logins, made as every deploy makes them (database/migrator/roles.py), with a
+# plain rds_iam role: an application's tests can run as webapp_app (no password: trust locally).
+ensure_roles() {
+  if ! "$root/.venv/bin/python" -c '' 2>/dev/null; then
+    echo "local-db: ⚠️  no usable .venv: the application's roles are not made (scripts/setup.sh, then start again)" >&2
+    return
+  fi
+  (cd "$root" && LOCAL_PG_DIR="$state" "$root/.venv/bin/python" -m database.cli.environments)
 }
 
 stop() {

@@ -98,16 +98,39 @@ class DatabaseStack(Stack):
         self._outputs()
 
     def _outputs(self) -> None:
-        """Connection facts for applications; never a secret value, only the secret's ARN."""
+        """Connection facts for applications, their logins and the policies that let them log in;
+        never a secret value, only the master secret's ARN."""
         database = self.database
+        access = self.settings.access
+        application_policy = database.connect_policy(
+            "ApplicationConnectPolicy",
+            access.application_role,
+            f"pg-schema-deploy {self.settings.name}: log in to PostgreSQL as {access.application_role} (IAM token)",
+        )
+        readonly_policy = database.connect_policy(
+            "ReadOnlyConnectPolicy",
+            access.readonly_role,
+            f"pg-schema-deploy {self.settings.name}: log in to PostgreSQL as {access.readonly_role} (IAM token)",
+        )
         outputs = {
             "DatabaseEndpoint": (database.endpoint.hostname, "Writer endpoint hostname"),
             "DatabasePort": (Token.as_string(database.endpoint.port), "PostgreSQL port"),
             "DatabaseName": (database.database_name, "Database the migrations run in"),
-            "DatabaseUser": (database.username, "Master user (its password is in the secret)"),
+            "DatabaseUser": (database.username, "Master user: migrations and administration, not applications"),
             "DatabaseSecretArn": (
                 database.secret.secret_arn,
-                "Secrets Manager secret with username, password, host, port, dbname",
+                f"The master user's secret (username, password), kept by RDS and rotated every "
+                f"{access.master_password_rotation_days} days",
+            ),
+            "ApplicationUser": (access.application_role, "Application login: IAM token only, read/write on the tables"),
+            "ApplicationConnectPolicyArn": (
+                application_policy.managed_policy_arn,
+                "Managed policy: rds-db:connect as the application user; attach it to the task role",
+            ),
+            "ReadOnlyUser": (access.readonly_role, "Read-only login (reports, support): IAM token only, SELECT"),
+            "ReadOnlyConnectPolicyArn": (
+                readonly_policy.managed_policy_arn,
+                "Managed policy: rds-db:connect as the read-only user",
             ),
             "DatabaseClientsSecurityGroupId": (
                 self.clients_security_group.security_group_id,

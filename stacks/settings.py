@@ -26,6 +26,11 @@ POSTGRES_MAJOR_VERSION = int(POSTGRES_VERSION.split(".")[0])
 PROJECT_NAME = "PgSchemaDeploy"
 DATABASE_USER = "webapp"
 DATABASE_PORT = 5432
+# The logins applications use (IAM authentication only) and the days between RDS's rotations of the
+# master password; both per environment in DatabaseAccess.
+APPLICATION_ROLE = "webapp_app"
+READONLY_ROLE = "webapp_readonly"
+MASTER_PASSWORD_ROTATION_DAYS = 7
 
 # Instance classes the rds-free flavour accepts: the Single-AZ micro classes of the RDS free tier.
 RDS_FREE_INSTANCE_CLASSES = ("db.t3.micro", "db.t4g.micro")
@@ -197,6 +202,41 @@ class MigrationSettings:
 
 
 @dataclass(frozen=True)
+class DatabaseAccess:
+    """Who logs in to the database and how: the master user's password is RDS's to keep and rotate;
+    applications log in as their own roles with IAM tokens (the deploy creates those roles)."""
+
+    application_role: str = APPLICATION_ROLE  # read/write on the migrations' tables
+    readonly_role: str = READONLY_ROLE  # SELECT only: reports and support
+    master_password_rotation_days: int = MASTER_PASSWORD_ROTATION_DAYS
+    # A customer managed KMS key for the master secret (RDS uses aws/secretsmanager without one).
+    master_secret_kms_key_arn: str | None = None
+
+    def __post_init__(self) -> None:
+        for setting, role in (("application_role", self.application_role), ("readonly_role", self.readonly_role)):
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role) or role.startswith("pg_"):
+                raise SettingsError(
+                    f"{setting}={role!r}: a PostgreSQL role name of lowercase letters, digits and _ "
+                    "(at most 63, not starting with a digit or pg_)"
+                )
+            if role in (DATABASE_USER, "rds_iam"):
+                raise SettingsError(f"{setting}={role!r}: that role exists already; pick an own name")
+        if self.application_role == self.readonly_role:
+            raise SettingsError(f"application_role and readonly_role are both {self.application_role!r}")
+        if not 1 <= self.master_password_rotation_days <= 365:
+            raise SettingsError(
+                f"master_password_rotation_days={self.master_password_rotation_days}: must be 1 to 365"
+            )
+        if self.master_secret_kms_key_arn is not None and not re.fullmatch(
+            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}", self.master_secret_kms_key_arn
+        ):
+            raise SettingsError(
+                f"master_secret_kms_key_arn={self.master_secret_kms_key_arn!r} is not a KMS key ARN "
+                "(arn:aws:kms:<region>:<account>:key/<key id>)"
+            )
+
+
+@dataclass(frozen=True)
 class EnvironmentSettings:
     """Everything one environment's stack is built from."""
 
@@ -211,6 +251,7 @@ class EnvironmentSettings:
     log_retention_days: int = 30
     network: NetworkSettings = field(default_factory=NetworkSettings)
     migration: MigrationSettings = field(default_factory=MigrationSettings)
+    access: DatabaseAccess = field(default_factory=DatabaseAccess)
     # Leave at POSTGRES_VERSION; a different value is for trying an upgrade in one environment first.
     engine_version: str = POSTGRES_VERSION
 

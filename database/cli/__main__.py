@@ -239,10 +239,16 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
     renderer.start(mode)
     if mode == "apply":
         result = orchestration.apply(settings, emit)
+        if arguments.environment == "local":  # as every deploy does: tables the run created are covered
+            from database.cli.environments import ensure_local_roles, local_roles_summary
+
+            ensure_local_roles(target.conninfo)
         if arguments.json:
             print(json_document(mode, collector, status=result.status, applied=result.applied))
         else:
             renderer.finished(result)
+            if arguments.environment == "local":
+                renderer.announce(local_roles_summary(target.conninfo))
         return 0
     status = orchestration.read_status(settings, emit)
     exit_code = status_exit_code(status, settings.accept_drift)

@@ -75,6 +75,37 @@ def local_conninfo() -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/{LOCAL_DATABASE}"
 
 
+def local_application_uri(conninfo: str, role: str) -> str:
+    """The local server's URI for ``role`` (trust authentication there: no password, no token)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    options = conninfo_to_dict(conninfo)
+    return f"postgresql://{role}@{options['host']}:{options['port']}/{options['dbname']}"
+
+
+def ensure_local_roles(conninfo: str) -> list[str]:
+    """The application's roles on the local server, as a deploy makes them (database/migrator/roles.py),
+    with a plain rds_iam role standing in for RDS's; the statements it ran."""
+    import psycopg
+
+    from database.migrator.roles import AccessRoles, ensure_iam_stand_in, ensure_roles
+    from stacks.settings import APPLICATION_ROLE, READONLY_ROLE
+
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=int(_LOCAL_CONNECT_TIMEOUT)) as connection:
+        ensure_iam_stand_in(connection)
+        return ensure_roles(connection, AccessRoles(APPLICATION_ROLE, READONLY_ROLE))
+
+
+def local_roles_summary(conninfo: str) -> str:
+    """What `--environment local` shows after an apply, and scripts/local-db.sh after a start."""
+    from stacks.settings import APPLICATION_ROLE, READONLY_ROLE
+
+    return (
+        f"🔑 Application login: {local_application_uri(conninfo, APPLICATION_ROLE)} "
+        f"(read-only: {READONLY_ROLE})"
+    )
+
+
 # libpq reads these when no connection string names a database.
 _LIBPQ_TARGET_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 _HOW_TO_NAME_A_TARGET = (
@@ -137,3 +168,14 @@ def _database_url() -> str | None:
         raise UsageError(f"DATABASE_URL is set but empty (a missing secret?); name the database with "
                          f"{_HOW_TO_NAME_A_TARGET}")
     return check_conninfo(url, "DATABASE_URL")
+
+
+if __name__ == "__main__":  # scripts/local-db.sh start
+    import sys
+
+    try:
+        local = local_conninfo()
+        ensure_local_roles(local)
+    except MigrationError as error:
+        sys.exit(f"local-db: {error}")
+    print(local_roles_summary(local))

@@ -1,9 +1,10 @@
 """The deploy function, outside the VPC: the CDK Provider framework's on_event handler.
 
 CloudFormation events (through the Provider framework):
-  Create / Update  apply the pending migrations: read the database secret, invoke the in-VPC
-                   runner function with the credentials in the payload (Lambda Invoke, over TLS,
-                   payloads are not logged), and return SchemaVersion / AppliedThisDeploy /
+  Create / Update  apply the pending migrations: read the master secret (RDS's own, rotated: read
+                   at every run), invoke the in-VPC runner function with the credentials and the
+                   DatabaseRoles to make sure of after the migrations in the payload (Lambda Invoke,
+                   over TLS, payloads are not logged), and return SchemaVersion / AppliedThisDeploy /
                    AppliedCount. A failure raises, with the runner's message cut to fit the event.
                    Nothing to apply when CloudFormation asks for another set of migrations than
                    this function carries (a rollback to the previous properties) or for a set
@@ -72,12 +73,17 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         _log(f"↩️  {request} ({environment}): {reason}; the schema is left as it is (forward-only)")
         return {"PhysicalResourceId": physical_id, "Data": _data(properties.get("LatestMigration"), [], rollback=True)}
     _log(f"🔄 {request} ({environment}): applying pending migrations, newest file {properties.get('LatestMigration')}")
-    answer = _run({"action": "apply", "digest": properties.get("MigrationsDigest")}, context)
+    apply_request: dict[str, Any] = {"action": "apply", "digest": properties.get("MigrationsDigest")}
+    roles = properties.get("DatabaseRoles")
+    if isinstance(roles, dict):
+        apply_request["roles"] = {"application": roles.get("Application"), "readonly": roles.get("ReadOnly")}
+    answer = _run(apply_request, context)
     if not answer.get("ok"):
         raise MigrationDeployError(failure_message(answer))
     applied = [str(version) for version in answer.get("applied") or []]
     data = _data(answer.get("schema_version"), applied, rollback=False)
-    _log(f"✅ Schema version {data['SchemaVersion']}; applied this deploy: {data['AppliedThisDeploy']}")
+    roles_changed = f"; role changes: {answer['roles_changed']}" if "roles_changed" in answer else ""
+    _log(f"✅ Schema version {data['SchemaVersion']}; applied this deploy: {data['AppliedThisDeploy']}{roles_changed}")
     return {"PhysicalResourceId": physical_id, "Data": data}
 
 
@@ -167,7 +173,19 @@ def _read_secret(arn: str) -> dict[str, Any]:
         raise MigrationDeployError(f"could not read the database secret {arn}: {error}") from None
     if not isinstance(value, dict):
         raise MigrationDeployError(f"the database secret {arn} is not a JSON object")
-    return {field: value.get(field) for field in ("host", "port", "dbname", "username", "password")}
+    return connection_facts(value)
+
+
+def connection_facts(secret: dict[str, Any]) -> dict[str, Any]:
+    """What the runner connects with: the master secret's username and password (RDS's own secret
+    holds nothing else) and where the database is, from this function's environment."""
+    return {
+        "host": os.environ.get("DATABASE_HOST"),
+        "port": os.environ.get("DATABASE_PORT"),
+        "dbname": os.environ.get("DATABASE_NAME"),
+        "username": secret.get("username"),
+        "password": secret.get("password"),
+    }
 
 
 def _invoke_runner(request: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

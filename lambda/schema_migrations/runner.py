@@ -2,13 +2,17 @@
 
 Invoked only by the deploy function (never by CloudFormation directly), with one of:
 
-    {"action": "apply", "digest": <manifest digest the deploy expects>, "credentials": {...}}
+    {"action": "apply", "digest": <manifest digest the deploy expects>, "credentials": {...},
+     "roles": {"application": <name>, "readonly": <name>}}
     {"action": "status" | "dry-run", "credentials": {...}}
 
-``credentials`` is the database secret's host, port, dbname, username and password, read by the
-deploy function outside the VPC (this function's subnets have no route to Secrets Manager). When
-the environment has a Secrets Manager endpoint, the payload carries none and this function reads
-DATABASE_SECRET_ARN itself.
+``credentials`` is the host, port and dbname of the database and the master secret's username and
+password, read by the deploy function outside the VPC (this function's subnets have no route to
+Secrets Manager). When the environment has a Secrets Manager endpoint, the payload carries none and
+this function reads DATABASE_SECRET_ARN itself.
+
+``roles``: after the migrations, the application's roles and their privileges are made sure of
+(database.migrator.roles); a payload without it (a rollback to a stack that had no roles) skips that.
 
 It answers with a JSON object and never raises for a migration problem:
     {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version", ...}
@@ -34,12 +38,14 @@ from psycopg.conninfo import make_conninfo
 
 from database.cli.render import HumanRenderer
 from database.migrator.errors import MigrationError
-from database.migrator.events import Applied, Connected, Event, Notice, Planned
+from database.migrator.events import Applied, Connected, Event, Notice, Planned, ignore_events
 from database.migrator.manifest import build_manifest
 from database.migrator.orchestration import RunnerSettings, apply, read_status
-from database.migrator.postgres import ConnectSettings
+from database.migrator.postgres import ConnectSettings, connect
 from database.migrator.redaction import scrub, scrub_document
 from database.migrator.report import status_to_dict
+from database.migrator.roles import AccessRoles, ensure_roles
+from schema_migrations.deploy import connection_facts
 
 ASSET_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = ASSET_ROOT / "database" / "migrations"
@@ -90,9 +96,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         renderer.start("apply" if action == "apply" else "status")
         if action == "apply":
             _check_digest(event.get("digest"))
+            roles = _access_roles(event.get("roles"))
             result = apply(settings, emit)
             renderer.finished(result)
             answer: dict[str, Any] = {"applied": report.applied, "schema_version": report.schema_version()}
+            if roles is not None:
+                answer["roles_changed"] = _ensure_roles(settings, roles, log)
         else:
             status = read_status(settings, emit)
             renderer.status(status)
@@ -148,6 +157,25 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
     )
 
 
+def _access_roles(requested: object) -> AccessRoles | None:
+    if requested is None:
+        return None
+    if not isinstance(requested, dict):
+        raise RequestError(f"roles must be an object with application and readonly, got {requested!r}")
+    return AccessRoles(str(requested.get("application")), str(requested.get("readonly")))
+
+
+def _ensure_roles(settings: RunnerSettings, roles: AccessRoles, log: _ScrubbingWriter) -> int:
+    """After the migrations, in a session of its own: the roles and grants that are missing, if any."""
+    with connect(settings.connect, ignore_events) as connection:
+        statements = ensure_roles(connection, roles)
+    names = f"{roles.application}, {roles.readonly}"
+    log.write(f"🔑 Roles {names}: {len(statements) or 'no'} change{'' if len(statements) == 1 else 's'}\n")
+    for statement in statements:
+        log.write(f"   {statement}\n")
+    return len(statements)
+
+
 def _check_digest(expected: object) -> None:
     """Both functions share one asset; a mismatch means they were deployed from different builds."""
     carried = build_manifest(MIGRATIONS_DIR).digest
@@ -173,7 +201,7 @@ def _secret_from_environment() -> dict[str, Any]:
         raise RequestError(f"could not read the database secret {arn}: {type(error).__name__}: {error}") from None
     if not isinstance(value, dict):
         raise RequestError(f"the database secret {arn} is not a JSON object")
-    return value
+    return connection_facts(value)
 
 
 class _Report:

@@ -67,7 +67,8 @@ class AuroraServerlessDatabase(PostgresDatabase):
             serverless_v2_auto_pause_duration=(
                 Duration.seconds(capacity.auto_pause_seconds) if capacity.auto_pause_seconds else None
             ),
-            credentials=rds.Credentials.from_generated_secret(settings.username),
+            credentials=self.master_credentials(),
+            manage_master_user_password=True,
             default_database_name=settings.database_name,
             port=settings.port,
             vpc=vpc,
@@ -86,14 +87,10 @@ class AuroraServerlessDatabase(PostgresDatabase):
             removal_policy=removal_policy(settings.removal),
         )
         cluster.node.add_dependency(log_group)
-        secret = cluster.node.find_child("Secret")
-        if isinstance(secret, rds.DatabaseSecret):
-            secret.apply_removal_policy(companion_removal_policy(settings.removal))
         self.resource = cluster
         self.cluster = cluster
         self.log_group = log_group
-        assert cluster.secret is not None  # generated credentials always produce one
-        self.secret = cluster.secret
+        self.adopt_master_secret(cluster.secret)
         self.endpoint = cluster.cluster_endpoint
 
         acknowledge_common_findings(cluster, settings)

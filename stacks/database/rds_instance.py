@@ -66,7 +66,8 @@ class RdsFreeDatabase(PostgresDatabase):
             multi_az=settings.multi_az,
             publicly_accessible=False,
             auto_minor_version_upgrade=True,
-            credentials=rds.Credentials.from_generated_secret(settings.username),
+            credentials=self.master_credentials(),
+            manage_master_user_password=True,
             database_name=settings.database_name,
             port=settings.port,
             vpc=vpc,
@@ -85,14 +86,10 @@ class RdsFreeDatabase(PostgresDatabase):
         )
         for log_group in log_groups:
             instance.node.add_dependency(log_group)
-        secret = instance.node.find_child("Secret")
-        if isinstance(secret, rds.DatabaseSecret):
-            secret.apply_removal_policy(companion_removal_policy(settings.removal))
         self.resource = instance
         self.instance = instance
         self.log_groups = log_groups
-        assert instance.secret is not None  # generated credentials always produce one
-        self.secret = instance.secret
+        self.adopt_master_secret(instance.secret)
         self.endpoint = instance.instance_endpoint
 
         acknowledge_common_findings(instance, settings)

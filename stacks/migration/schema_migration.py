@@ -24,7 +24,6 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_rds as rds
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
@@ -33,7 +32,7 @@ from database.migrator.manifest import Manifest, build_manifest
 from stacks.common import companion_removal_policy
 from stacks.compliance import acknowledge
 from stacks.database.base import PostgresDatabase
-from stacks.settings import EnvironmentSettings, SettingsError
+from stacks.settings import DatabaseAccess, EnvironmentSettings, SettingsError
 
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.X86_64
@@ -66,14 +65,19 @@ def function_names(settings: EnvironmentSettings) -> dict[str, str]:
     }
 
 
-def migration_properties(manifest: Manifest, environment: str, database_token: str) -> dict[str, object]:
+def migration_properties(
+    manifest: Manifest, environment: str, database_token: str, access: DatabaseAccess
+) -> dict[str, object]:
     """The custom resource's properties (the deploy-contract's names), without the service token.
 
     ``Migrations`` maps the newest versions to a short digest of their content, so that `cdk diff`
     prints ``+ 004_add_phone_index`` for a new file and a changed value for an edited one.
+    ``DatabaseRoles`` names the application's logins, which every migrating deploy makes sure of
+    (a renamed role, or the first deploy of a stack that had none, runs the function too).
     """
     return {
         "Environment": environment,
+        "DatabaseRoles": {"Application": access.application_role, "ReadOnly": access.readonly_role},
         "Database": database_token,
         "MigrationsDigest": manifest.digest,
         "MigrationCount": str(manifest.count),
@@ -133,7 +137,7 @@ class SchemaMigration(Construct):
             runner_egress.append(
                 _egress_rule(endpoint_security_group, HTTPS_PORT, "Migration runner to the Secrets Manager endpoint")
             )
-            runner_environment["DATABASE_SECRET_ARN"] = secret_arn
+            runner_environment.update(DATABASE_SECRET_ARN=secret_arn, **_connection_facts(database))
         _set_only_egress(self.runner_security_group, runner_egress)
 
         runner_role = iam.Role(
@@ -151,9 +155,7 @@ class SchemaMigration(Construct):
             },
         )
         if migration.secrets_manager_endpoint:
-            runner_role.add_to_policy(
-                iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret_arn])
-            )
+            database.grant_secret_read(runner_role)
         self.runner_function = lambda_.Function(
             self,
             "Runner",
@@ -182,9 +184,7 @@ class SchemaMigration(Construct):
             iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.runner_function.function_arn])
         )
         if not migration.secrets_manager_endpoint:
-            deploy_role.add_to_policy(
-                iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret_arn])
-            )
+            database.grant_secret_read(deploy_role)
         self.deploy_function = lambda_.Function(
             self,
             "Deploy",
@@ -200,6 +200,7 @@ class SchemaMigration(Construct):
                 "DATABASE_SECRET_ARN": secret_arn,
                 "ENVIRONMENT_NAME": settings.name,
                 "SECRETS_IN_VPC": "1" if migration.secrets_manager_endpoint else "0",
+                **_connection_facts(database),
             },
             role=deploy_role,
             function_name=names["deploy"],
@@ -231,11 +232,11 @@ class SchemaMigration(Construct):
             service_token=self.provider.service_token,
             resource_type=RESOURCE_TYPE,
             service_timeout=Duration.seconds(migration.service_timeout_seconds),
-            properties=migration_properties(self.manifest, settings.name, _replacement_token(database)),
+            properties=migration_properties(self.manifest, settings.name, database.resource_id, settings.access),
         )
-        # Runs once the writer is available (the cluster's subtree holds its writer instance and the
-        # secret attachment that fills in host and port) and the network path is open: the database
-        # group's ingress rules are its children, and the endpoint if there is one.
+        # Runs once the writer is available (the cluster's subtree holds its writer instance) and the
+        # network path is open: the database group's ingress rules are its children, and the
+        # endpoint if there is one.
         self.resource.node.add_dependency(*_database_parts_besides_itself(database), database.security_group)
         if self.secrets_endpoint is not None:
             self.resource.node.add_dependency(self.secrets_endpoint, endpoint_security_group)
@@ -336,9 +337,8 @@ def _set_only_egress(group: ec2.SecurityGroup, rules: list[dict[str, object]]) -
 
 def _database_parts_besides_itself(database: PostgresDatabase) -> list[Construct]:
     """What the database construct creates besides the cluster/instance resource itself (the writer
-    instance, the secret and its attachment, the subnet group). The resource itself is already a
-    dependency through the ``Database`` property's GetAtt; listing it again is what cfn-lint W3005
-    reports as redundant."""
+    instance, the subnet group). The resource itself is already a dependency through the
+    ``Database`` property's GetAtt; listing it again is what cfn-lint W3005 reports as redundant."""
     own = database.resource.node.default_child
     assert own is not None
     return [
@@ -375,15 +375,10 @@ def _accept_role_dependency(function: lambda_.Function) -> None:
     resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
 
 
-def _replacement_token(database: PostgresDatabase) -> str:
-    """A value that changes when the database resource is replaced (a new, empty database).
-
-    Not the Ref: the identifier is fixed (pg-schema-deploy-<env>) and survives a flavour change.
-    The cluster's / instance's resource id is unique to each physical database.
-    """
-    resource = database.resource
-    if isinstance(resource, rds.DatabaseCluster):
-        return resource.cluster_resource_identifier
-    cfn_instance = resource.node.default_child
-    assert isinstance(cfn_instance, rds.CfnDBInstance)
-    return cfn_instance.attr_dbi_resource_id
+def _connection_facts(database: PostgresDatabase) -> dict[str, str]:
+    """Where the database is: RDS's own master secret holds only the username and password."""
+    return {
+        "DATABASE_HOST": database.endpoint.hostname,
+        "DATABASE_PORT": str(database.settings.port),
+        "DATABASE_NAME": database.database_name,
+    }

@@ -3,6 +3,8 @@
 The database is a real throwaway PostgreSQL with TLS on (a test CA signs its certificate for
 127.0.0.1) and a pg_hba.conf that admits the migration login only over TLS with a password
 (scram-sha-256): the runner's sslmode=verify-full and its password travel as they would in AWS.
+The migration login has what the RDS master user has for the application's roles: CREATEDB,
+CREATEROLE and the right to grant ``rds_iam`` (a plain role here, as RDS's is without IAM).
 Only the CA differs from production: tests point the runner at the test CA instead of the
 Amazon RDS bundle (``runner.CA_BUNDLE``); no environment variable or flag weakens TLS.
 Secrets Manager is moto; Lambda Invoke is a local HTTP server (support.LocalAws).
@@ -39,6 +41,7 @@ MIGRATION_LOGIN = "migrator"
 # Characters that need quoting in a conninfo string and escaping in a URI.
 PASSWORD = "Zq7'pw\\ord with space%40&x"
 RUNNER_FUNCTION = "PgSchemaDeploy-testing-MigrationRunner"
+APPLICATION_ROLES = ("webapp_app", "webapp_readonly")  # the stack's defaults (resource_properties)
 REGION = "eu-west-1"
 _HBA = """\
 hostssl all migrator 127.0.0.1/32 scram-sha-256
@@ -75,6 +78,9 @@ def postgresql_tls_proc(tls_files: Path, tmp_path_factory: pytest.TempPathFactor
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute("ALTER SYSTEM SET ssl = on")
             connection.execute("SELECT pg_reload_conf()")
+        with psycopg.connect(f"{admin.replace('dbname=postgres', 'dbname=testdriven_dev')}", autocommit=True) as db:
+            db.execute(f"DROP OWNED BY {', '.join(APPLICATION_ROLES)}".encode())  # local-db.sh made them:
+            db.execute(f"DROP ROLE {', '.join(APPLICATION_ROLES)}".encode())  # each test's deploy does
         for _ in range(100):  # the reload is asynchronous: new sessions see it once the postmaster has
             with psycopg.connect(admin) as connection:
                 if connection.execute("SELECT current_setting('ssl')").fetchone() == ("on",):
@@ -94,16 +100,13 @@ class Database:
     user: str = MIGRATION_LOGIN
     password: str = PASSWORD
 
-    def secret(self, port: int | None = None) -> dict[str, Any]:
-        """The secret's JSON, shaped like the one RDS generates."""
-        return {
-            "engine": "postgres",
-            "host": self.host,
-            "port": port or self.port,
-            "dbname": self.dbname,
-            "username": self.user,
-            "password": self.password,
-        }
+    def secret(self) -> dict[str, Any]:
+        """The secret's JSON, shaped like the one RDS keeps for a managed master password."""
+        return {"username": self.user, "password": self.password}
+
+    def location(self, port: int | None = None) -> dict[str, str]:
+        """Where the database is, as the stack tells the functions (their environment)."""
+        return {"DATABASE_HOST": self.host, "DATABASE_PORT": str(port or self.port), "DATABASE_NAME": self.dbname}
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.admin_conninfo, autocommit=True) as connection:
@@ -112,14 +115,22 @@ class Database:
 
 @pytest.fixture
 def database(tls_postgresql: psycopg.Connection[Any]) -> Database:
-    """A fresh database owned by the migration login, reachable only over TLS with its password."""
+    """A fresh database owned by the migration login, reachable only over TLS with its password;
+    no application roles yet (roles are cluster-wide: an earlier test's are dropped)."""
     info = tls_postgresql.info
     admin = f"host={info.host} port={info.port} dbname={info.dbname} user={info.user}"
     with psycopg.connect(admin, autocommit=True) as connection:
         exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (MIGRATION_LOGIN,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
-        connection.execute(f"{verb} ROLE {MIGRATION_LOGIN} LOGIN PASSWORD {psycopg.sql.quote(PASSWORD)}".encode())
+        connection.execute(
+            f"{verb} ROLE {MIGRATION_LOGIN} LOGIN CREATEDB CREATEROLE PASSWORD {psycopg.sql.quote(PASSWORD)}".encode()
+        )
         connection.execute(f'ALTER DATABASE "{info.dbname}" OWNER TO {MIGRATION_LOGIN}'.encode())
+        for role in APPLICATION_ROLES:
+            connection.execute(f"DROP ROLE IF EXISTS {role}".encode())
+        if connection.execute("SELECT to_regrole('rds_iam')").fetchone() == (None,):
+            connection.execute("CREATE ROLE rds_iam")
+        connection.execute(f"GRANT rds_iam TO {MIGRATION_LOGIN} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE".encode())
     return Database(info.host, info.port, info.dbname, admin)
 
 
@@ -157,11 +168,9 @@ class Deployment:
     def update(self, old: dict[str, Any]) -> dict[str, Any]:
         return self.send(cfn_event("Update", self.properties(), old_properties=old))
 
-    def point_secret_at(self, port: int) -> None:
-        import boto3
-
-        client = boto3.client("secretsmanager", region_name=REGION)
-        client.put_secret_value(SecretId=self.secret_arn, SecretString=_json(self.database.secret(port)))
+    def point_at_port(self, port: int) -> None:
+        """The functions' DATABASE_PORT (put back when the test ends)."""
+        os.environ["DATABASE_PORT"] = str(port)
 
     def applied_versions(self) -> list[str]:
         rows = self.database.query("SELECT version FROM schema_migrations ORDER BY version")
@@ -210,6 +219,8 @@ def deployment(
         monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])
         monkeypatch.setenv("ENVIRONMENT_NAME", "testing")
         monkeypatch.setenv("SECRETS_IN_VPC", "0")
+        for key, value in database.location().items():
+            monkeypatch.setenv(key, value)
         result = Deployment(asset_root, database, aws, secret["ARN"])
         aws.functions[RUNNER_FUNCTION] = result.run_runner
         yield result

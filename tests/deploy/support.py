@@ -53,6 +53,7 @@ def resource_properties(
     manifest = build_manifest(migrations_dir)
     return {
         "ServiceToken": SERVICE_TOKEN,
+        "DatabaseRoles": {"Application": "webapp_app", "ReadOnly": "webapp_readonly"},
         "Database": database,
         "MigrationsDigest": manifest.digest,
         "MigrationCount": str(manifest.count),

@@ -128,7 +128,7 @@ def test_an_unreachable_database_is_reported_with_its_exit_status(
     deployment: Deployment, laptop: dict[str, str]
 ) -> None:
     deployment.write(FIRST)
-    deployment.point_secret_at(1)
+    deployment.point_at_port(1)
     deployment.runner_seconds = 35  # connect retries end well before: a few seconds
 
     failed = run_cli(laptop, "--status", "--json", "--environment", "testing")

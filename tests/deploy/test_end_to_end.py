@@ -144,7 +144,7 @@ def test_the_built_asset_runs_the_whole_chain(
         deploy = AssetFunction(python, folders["deploy"], packages, functions["deploy"][1], 120, {
             **aws_env, "AWS_ENDPOINT_URL_LAMBDA": aws.url, "AWS_ENDPOINT_URL_SECRETS_MANAGER": aws.url,
             "RUNNER_FUNCTION_NAME": RUNNER_FUNCTION, "DATABASE_SECRET_ARN": secret["ARN"],
-            "ENVIRONMENT_NAME": "testing", "SECRETS_IN_VPC": "0",
+            "ENVIRONMENT_NAME": "testing", "SECRETS_IN_VPC": "0", **database.location(),
         })  # fmt: skip
         aws.functions[RUNNER_FUNCTION] = runner.invoke
         properties = resource_properties(folders["deploy"] / "database" / "migrations")
@@ -169,4 +169,6 @@ def test_the_built_asset_runs_the_whole_chain(
     assert runner.outside == [] and deploy.outside == []  # everything imported came from the asset
     assert {name: snapshot(folder) for name, folder in folders.items()} == before  # nothing written there
     assert "🎉 All migrations applied successfully!" in "".join(runner.logs)
+    assert "🔑 Roles webapp_app, webapp_readonly: " in "".join(runner.logs)  # database/migrator/roles.py shipped
+    assert database.query("SELECT count(*) FROM pg_roles WHERE rolname IN ('webapp_app', 'webapp_readonly')") == [(2,)]
     assert database.password not in "".join(runner.logs + deploy.logs)

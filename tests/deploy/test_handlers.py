@@ -140,7 +140,7 @@ def test_rollback_after_the_function_code_rolled_back_too_touches_nothing(deploy
     failing = deployment.properties()
     for name in BROKEN:
         (deployment.migrations / name).unlink()
-    deployment.point_secret_at(1)  # and the database is unreachable
+    deployment.point_at_port(1)  # and the database is unreachable
 
     result = deployment.send(cfn_event("Update", good, old_properties=failing), seconds=30)
 
@@ -150,7 +150,7 @@ def test_rollback_after_the_function_code_rolled_back_too_touches_nothing(deploy
 
 def test_delete_never_touches_the_database(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
     deployment.write(FIRST)
-    deployment.point_secret_at(1)  # nothing listens there: the database is unreachable
+    deployment.point_at_port(1)  # nothing listens there: the database is unreachable
 
     started = time.monotonic()
     result = deployment.send(cfn_event("Delete", deployment.properties()), seconds=30)
@@ -163,7 +163,7 @@ def test_delete_never_touches_the_database(deployment: Deployment, capsys: pytes
 
 def test_unreachable_database_fails_the_deploy_within_the_runner_time(deployment: Deployment) -> None:
     deployment.write(FIRST)
-    deployment.point_secret_at(1)
+    deployment.point_at_port(1)
     deployment.runner_seconds = 40  # connect retries end 2 margins (30 s) and the reserve before that
 
     started = time.monotonic()
@@ -179,7 +179,7 @@ def test_waits_for_a_database_that_accepts_connections_only_after_seconds(
 ) -> None:
     deployment.write(FIRST)
     with DelayedProxy(deployment.database.port, delay=4) as proxy:
-        deployment.point_secret_at(proxy.port)
+        deployment.point_at_port(proxy.port)
         started = time.monotonic()
         result = deployment.create()
 
@@ -308,7 +308,7 @@ def test_direct_apply_is_refused(deployment: Deployment) -> None:
 
 def test_status_with_the_database_unreachable_answers_an_error_document(deployment: Deployment) -> None:
     deployment.write(FIRST)
-    deployment.point_secret_at(1)
+    deployment.point_at_port(1)
     deployment.runner_seconds = 35
 
     answer = deployment.send({"action": "status"})

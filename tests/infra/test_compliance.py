@@ -31,17 +31,13 @@ MIGRATION_ACKNOWLEDGMENTS = {
 EXPECTED_ACKNOWLEDGMENTS = {
     "aurora-serverless": {
         ("PgSchemaDeploy-testing/Database/Cluster", "AwsSolutions-RDS10"),
-        ("PgSchemaDeploy-testing/Database/Cluster", "AwsSolutions-SMG4"),
-        ("PgSchemaDeploy-production/Database/Cluster", "AwsSolutions-SMG4"),
     },
     "rds-free": {
         ("PgSchemaDeploy-testing/Database/Instance", "AwsSolutions-RDS3"),
         ("PgSchemaDeploy-testing/Database/Instance", "AwsSolutions-RDS10"),
         ("PgSchemaDeploy-testing/Database/Instance", "AwsSolutions-RDS11"),
-        ("PgSchemaDeploy-testing/Database/Instance", "AwsSolutions-SMG4"),
         ("PgSchemaDeploy-production/Database/Instance", "AwsSolutions-RDS3"),
         ("PgSchemaDeploy-production/Database/Instance", "AwsSolutions-RDS11"),
-        ("PgSchemaDeploy-production/Database/Instance", "AwsSolutions-SMG4"),
     },
 }
 

