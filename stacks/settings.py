@@ -72,6 +72,14 @@ class Removal(StrEnum):
     RETAIN = "retain"  # keep it running, detached from the stack
 
 
+class SchemaDriftPolicy(StrEnum):
+    """What a deploy does when the live schema differs from the one the last apply recorded
+    (changed outside migrations), before it applies anything."""
+
+    REPORT = "report"  # names the changes in the deploy's output, then applies
+    FAIL = "fail"  # names them and fails the deploy; nothing is applied
+
+
 def parse_version(version: str) -> tuple[int, int]:
     """``"17.9"`` -> ``(17, 9)``. Raises SettingsError for anything that is not MAJOR.MINOR."""
     match = re.fullmatch(r"(\d+)\.(\d+)", version)
@@ -174,6 +182,8 @@ class MigrationSettings:
     # Adds a Secrets Manager interface endpoint (about $7.30 per AZ-month) so the in-VPC runner reads
     # the secret itself; off, the out-of-VPC deploy function reads it and hands it over ($0).
     secrets_manager_endpoint: bool = False
+    # Schema drift found before a deploy applies migrations: report it, or fail the deploy on it.
+    schema_drift: SchemaDriftPolicy = SchemaDriftPolicy.REPORT
 
     def __post_init__(self) -> None:
         if not 60 <= self.timeout_seconds <= MIGRATION_MAX_TIMEOUT_SECONDS:
@@ -290,7 +300,7 @@ PRODUCTION = EnvironmentSettings(
 ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TESTING, PRODUCTION)}
 
 # Context keys `cdk -c KEY=VALUE` understands; each also works as KEY.<environment>.
-CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint")
+CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint", "schema_drift")
 _BOOLEAN_CONTEXT_VALUES = {"true": True, "false": False}
 
 
@@ -380,13 +390,21 @@ def apply_context(
                     f"context key {key!r}={value!r}: allowed values are {', '.join(RDS_FREE_INSTANCE_CLASSES)}"
                 )
             changes["rds"] = dataclasses.replace(env.rds, instance_class=value)
+        migration: dict[str, object] = {}
         endpoint = _context_value(context, "secrets_manager_endpoint", name)
         if endpoint is not None:
             key, value = endpoint
             if value not in _BOOLEAN_CONTEXT_VALUES:
                 raise ContextError(f"context key {key!r}={value!r}: allowed values are true, false")
-            changes["migration"] = dataclasses.replace(
-                env.migration, secrets_manager_endpoint=_BOOLEAN_CONTEXT_VALUES[value]
-            )
+            migration["secrets_manager_endpoint"] = _BOOLEAN_CONTEXT_VALUES[value]
+        drift = _context_value(context, "schema_drift", name)
+        if drift is not None:
+            key, value = drift
+            allowed = [policy.value for policy in SchemaDriftPolicy]
+            if value not in allowed:
+                raise ContextError(f"context key {key!r}={value!r}: allowed values are {', '.join(allowed)}")
+            migration["schema_drift"] = SchemaDriftPolicy(value)
+        if migration:
+            changes["migration"] = dataclasses.replace(env.migration, **migration)  # type: ignore[arg-type]
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]
     return tuple(resolved)
