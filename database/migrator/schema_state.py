@@ -258,21 +258,21 @@ def _qualified_fingerprint_table(connection: psycopg.Connection[tuple[object, ..
 
 
 def read_drift(connection: psycopg.Connection[tuple[object, ...]]) -> DriftReport | None:
-    """The live schema against the last recorded one; None when nothing was recorded yet."""
+    """The live schema against the last recorded one; None when nothing was recorded yet. The
+    recorded description is read only when the fingerprints differ."""
     with connection.transaction():
-        exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (FINGERPRINT_TABLE,)).fetchone()
-        if not (exists and exists[0]):
+        table = _qualified_fingerprint_table(connection)
+        if table is None:
             return None
-        row = connection.execute(
-            f"SELECT fingerprint, description, recorded_at FROM {FINGERPRINT_TABLE}"
-        ).fetchone()
+        row = connection.execute(f"SELECT fingerprint, recorded_at FROM {table}").fetchone()
         if row is None:
             return None
-        recorded_fingerprint, recorded, recorded_at = row
+        recorded_fingerprint, recorded_at = row
         live = _describe_in_transaction(connection)
-    if fingerprint(live) == recorded_fingerprint:
-        return DriftReport(recorded_at, [])  # type: ignore[arg-type]
-    return DriftReport(recorded_at, compare(recorded, live))  # type: ignore[arg-type]
+        if fingerprint(live) == recorded_fingerprint:
+            return DriftReport(recorded_at, [])  # type: ignore[arg-type]
+        recorded = connection.execute(f"SELECT description FROM {table}").fetchone()
+    return DriftReport(recorded_at, compare(recorded[0] if recorded else {}, live))  # type: ignore[arg-type]
 
 
 def drift_check(*, refuse: bool) -> PreApplyCheck:
