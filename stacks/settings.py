@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 # One PostgreSQL version for both flavours. 17.9 exists for Aurora PostgreSQL and for RDS for
 # PostgreSQL in aws-cdk-lib 2.275 (AuroraPostgresEngineVersion.VER_17_9 / PostgresEngineVersion.VER_17_9),
@@ -300,6 +301,7 @@ PRODUCTION = EnvironmentSettings(
 ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TESTING, PRODUCTION)}
 
 # Context keys `cdk -c KEY=VALUE` understands; each also works as KEY.<environment>.
+_Choice = TypeVar("_Choice", bound=StrEnum)
 CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint", "schema_drift")
 _BOOLEAN_CONTEXT_VALUES = {"true": True, "false": False}
 
@@ -313,6 +315,19 @@ def _context_value(context: Mapping[str, object], key: str, env: str) -> tuple[s
                 raise ContextError(f"context key {candidate!r} must be a string, got {value!r}")
             return candidate, value
     return None
+
+
+def _context_choice(context: Mapping[str, object], key: str, env: str, choices: type[_Choice]) -> _Choice | None:
+    """The value of KEY.<env> or KEY as one of ``choices`` (a StrEnum), else None; any other value
+    is refused, naming the allowed ones."""
+    found = _context_value(context, key, env)
+    if found is None:
+        return None
+    given, value = found
+    allowed = [choice.value for choice in choices]
+    if value not in allowed:
+        raise ContextError(f"context key {given!r}={value!r}: allowed values are {', '.join(allowed)}")
+    return choices(value)
 
 
 def _check_context_keys(context: Mapping[str, object], environments: Mapping[str, EnvironmentSettings]) -> None:
@@ -368,13 +383,9 @@ def apply_context(
     resolved = []
     for name, env in environments.items():
         changes: dict[str, object] = {}
-        database = _context_value(context, "database", name)
-        if database is not None:
-            key, value = database
-            allowed = [flavour.value for flavour in Flavour]
-            if value not in allowed:
-                raise ContextError(f"context key {key!r}={value!r}: allowed values are {', '.join(allowed)}")
-            changes["flavour"] = Flavour(value)
+        flavour = _context_choice(context, "database", name, Flavour)
+        if flavour is not None:
+            changes["flavour"] = flavour
         vpc = _context_value(context, "vpc_id", name)
         if vpc is not None:
             key, value = vpc
@@ -397,13 +408,9 @@ def apply_context(
             if value not in _BOOLEAN_CONTEXT_VALUES:
                 raise ContextError(f"context key {key!r}={value!r}: allowed values are true, false")
             migration["secrets_manager_endpoint"] = _BOOLEAN_CONTEXT_VALUES[value]
-        drift = _context_value(context, "schema_drift", name)
+        drift = _context_choice(context, "schema_drift", name, SchemaDriftPolicy)
         if drift is not None:
-            key, value = drift
-            allowed = [policy.value for policy in SchemaDriftPolicy]
-            if value not in allowed:
-                raise ContextError(f"context key {key!r}={value!r}: allowed values are {', '.join(allowed)}")
-            migration["schema_drift"] = SchemaDriftPolicy(value)
+            migration["schema_drift"] = drift
         if migration:
             changes["migration"] = dataclasses.replace(env.migration, **migration)  # type: ignore[arg-type]
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]

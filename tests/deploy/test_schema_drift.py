@@ -52,14 +52,20 @@ def test_a_deploy_leaves_no_drift_and_status_names_changes_made_by_hand(deployme
     assert status.schema_drift == NAMED and status_exit_code(status, frozenset()) == 1
 
 
-def test_the_next_deploy_reports_drift_then_records_the_result(
-    deployment: Deployment, capsys: pytest.CaptureFixture[str]
-) -> None:
+def deployed_then_changed_by_hand(deployment: Deployment) -> dict[str, Any]:
+    """FIRST deployed, the schema changed by hand, SECOND added; the properties of the first deploy."""
     deployment.write(FIRST)
     old = deployment.properties()
     deployment.create()
     change_by_hand(deployment)
     deployment.write(SECOND)
+    return old
+
+
+def test_the_next_deploy_reports_drift_then_records_the_result(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = deployed_then_changed_by_hand(deployment)
 
     result = deployment.update(old)
 
@@ -73,11 +79,7 @@ def test_the_next_deploy_reports_drift_then_records_the_result(
 def test_an_environment_that_fails_on_drift_applies_nothing(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deployment.write(FIRST)
-    old = deployment.properties()
-    deployment.create()
-    change_by_hand(deployment)
-    deployment.write(SECOND)
+    old = deployed_then_changed_by_hand(deployment)
     monkeypatch.setenv("SCHEMA_DRIFT", "fail")
 
     with pytest.raises(MigrationDeployError) as raised:

@@ -90,12 +90,18 @@ def test_a_dropped_table_is_named_once_and_a_changed_function_without_its_body(d
     ]
 
 
-def test_the_next_apply_that_applies_something_records_the_new_schema(database_uri: str, tmp_path: Path) -> None:
+def drifted_with_a_pending_migration(uri: str, tmp_path: Path, by_hand: str) -> Path:
+    """The guide's migrations applied, ``by_hand`` run outside them, and a new migration pending."""
     directory = tmp_path / "migrations"
     shutil.copytree(GUIDE_MIGRATIONS, directory)
-    apply_dir(database_uri, directory)
-    execute(database_uri, "CREATE INDEX idx_users_phone_tmp ON users (phone)")
-    write_migrations(directory, {"004_email_index.sql": "CREATE INDEX idx_users_email ON users (email);"})
+    apply_dir(uri, directory)
+    execute(uri, by_hand)
+    return write_migrations(directory, {"004_email_index.sql": "CREATE INDEX idx_users_email ON users (email);"})
+
+
+def test_the_next_apply_that_applies_something_records_the_new_schema(database_uri: str, tmp_path: Path) -> None:
+    by_hand = "CREATE INDEX idx_users_phone_tmp ON users (phone)"
+    directory = drifted_with_a_pending_migration(database_uri, tmp_path, by_hand)
 
     events: list[Event] = []
     apply(settings_for(database_uri, directory, pre_apply_check=drift_check(refuse=False)), events.append)
@@ -105,11 +111,8 @@ def test_the_next_apply_that_applies_something_records_the_new_schema(database_u
 
 
 def test_refusing_drift_stops_the_run_before_anything_is_written(database_uri: str, tmp_path: Path) -> None:
-    directory = tmp_path / "migrations"
-    shutil.copytree(GUIDE_MIGRATIONS, directory)
-    apply_dir(database_uri, directory)
-    execute(database_uri, "ALTER TABLE users ALTER COLUMN phone TYPE text")
-    write_migrations(directory, {"004_email_index.sql": "CREATE INDEX idx_users_email ON users (email);"})
+    by_hand = "ALTER TABLE users ALTER COLUMN phone TYPE text"
+    directory = drifted_with_a_pending_migration(database_uri, tmp_path, by_hand)
 
     with pytest.raises(SchemaDriftError, match=r"column public\.users\.phone: type text, was character varying"):
         apply(settings_for(database_uri, directory, pre_apply_check=drift_check(refuse=True)), lambda _event: None)
