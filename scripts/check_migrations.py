@@ -1,4 +1,5 @@
-"""Checks a branch's migrations against the branch it merges into, with git only (no database).
+"""Checks a branch's migrations against the branch it merges into, with git, and its committed
+schema snapshot against the schema its migrations produce.
 
 Applied migrations are immutable: a file the target branch already has may not be edited, renamed
 or deleted by the branch, since testing and production have run (or will run) the target's
@@ -6,20 +7,34 @@ version. A new file may not reuse a number the target branch already uses (two b
 each added `004_...`). Prints one line per problem, naming the file, and lists the migrations the
 merge adds (in GitHub Actions also as a job-summary table and error annotations).
 
+With --schema-snapshot it also applies the working tree's migrations to a throwaway PostgreSQL
+(the pinned 17.9, scripts/local-db.sh) and fails when database/schema.sql differs from the schema
+they produce, showing the difference. --write-schema-snapshot writes that schema instead.
+
 Usage: scripts/check-migrations.sh --base origin/main [--head HEAD] [--migrations-dir database/migrations]
-Exit status: 0 clean; 1 problems found; 2 bad arguments or git failure.
+                                   [--schema-snapshot]
+       scripts/check-migrations.sh --write-schema-snapshot [--migrations-dir database/migrations]
+Exit status: 0 clean; 1 problems found; 2 bad arguments, git failure or no throwaway server.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scripts.throwaway_db import ServerStartError, throwaway_server
+
+if TYPE_CHECKING:
+    from database.cli.snapshot import Snapshot
 
 _NAME = re.compile(r"^(?P<number>[0-9]+)_[^/]*\.sql$")
 
@@ -33,6 +48,7 @@ class CheckResult:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
     added: list[str] = field(default_factory=list)  # paths of new migrations, in run order
     warnings: list[tuple[str, str]] = field(default_factory=list)  # allowed, but worth a look
+    snapshot_difference: list[str] = field(default_factory=list)  # unified diff: committed -> produced
 
 
 def git(repo: Path, *arguments: str) -> str:
@@ -132,6 +148,75 @@ def check(repo: Path, base: str, head: str = "HEAD", directory: str = "database/
     return result
 
 
+# Lines of the snapshot difference printed (and put in the job summary); the rest are counted.
+_DIFF_LINES_SHOWN = 200
+
+
+def produced_schema(repo: Path, directory: str) -> Snapshot:
+    """The normalized schema dump of the migrations in ``repo``/``directory``, applied to a
+    throwaway server of the pinned version. A migration that fails there raises its MigrationError."""
+    from database.cli.snapshot import dump_schema
+    from database.migrator.events import ignore_events
+    from database.migrator.orchestration import RunnerSettings, apply
+    from database.migrator.postgres import ConnectSettings
+
+    with tempfile.TemporaryDirectory(prefix="check-migrations-") as state, throwaway_server(
+        Path(state) / "postgres"
+    ) as server:
+        settings = RunnerSettings(
+            migrations_dir=repo / directory,
+            connect=ConnectSettings(conninfo=server.uri, total_timeout_seconds=30),
+            applied_by="check-migrations",
+        )
+        apply(settings, ignore_events)
+        return dump_schema(server.uri)
+
+
+def snapshot_file(directory: str) -> str:
+    """The snapshot's path relative to the repository: database/schema.sql beside database/migrations."""
+    from database.cli.snapshot import snapshot_path
+
+    return snapshot_path(Path(directory)).as_posix()
+
+
+def check_snapshot(repo: Path, directory: str, result: CheckResult) -> None:
+    """Compare the committed snapshot with the schema the migrations produce; record a problem
+    (a failing migration, or the difference) in ``result``."""
+    from database.migrator.errors import MigrationError
+
+    snapshot = snapshot_file(directory)
+    try:
+        produced = produced_schema(repo, directory).text
+    except MigrationError as error:
+        problem = str(error).replace(f"{repo}/", "").splitlines()[0]
+        result.problems.append((snapshot, f"the migrations do not apply to an empty PostgreSQL: {problem}"))
+        return
+    committed_path = repo / snapshot
+    committed = committed_path.read_text(encoding="utf-8") if committed_path.is_file() else ""
+    if committed == produced:
+        return
+    result.snapshot_difference = list(
+        difflib.unified_diff(
+            committed.splitlines(), produced.splitlines(), f"{snapshot} (committed)",
+            f"{snapshot} (what the migrations produce)", lineterm="",
+        )
+    )
+    what = "differs from" if committed_path.is_file() else "is missing; it should hold"
+    result.problems.append(
+        (
+            snapshot,
+            f"{what} the schema the migrations produce on an empty PostgreSQL: write it with "
+            "scripts/check-migrations.sh --write-schema-snapshot (or an apply to --environment local) and commit it",
+        )
+    )
+
+
+def _shown_difference(difference: list[str]) -> list[str]:
+    if len(difference) <= _DIFF_LINES_SHOWN:
+        return difference
+    return [*difference[:_DIFF_LINES_SHOWN], f"... {len(difference) - _DIFF_LINES_SHOWN} more lines"]
+
+
 def summary_markdown(result: CheckResult, base: str) -> str:
     lines = [f"## Migrations against {base}", ""]
     if result.problems:
@@ -144,19 +229,33 @@ def summary_markdown(result: CheckResult, base: str) -> str:
         lines.append("")
     lines += ["| migration this merge adds (runs on testing after the merge) |", "|---|"]
     lines += [f"| `{path}` |" for path in result.added] or ["| none |"]
+    if result.snapshot_difference:
+        lines += ["", "The schema snapshot differs from what the migrations produce:", "", "```diff"]
+        lines += [*_shown_difference(result.snapshot_difference), "```"]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/check-migrations.sh", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", required=True, help="the target branch, e.g. origin/main")
+    parser.add_argument("--base", help="the target branch, e.g. origin/main")
     parser.add_argument("--head", default="HEAD", help="the revision to check (default HEAD)")
     parser.add_argument("--migrations-dir", default="database/migrations", help="relative to the repository root")
+    parser.add_argument("--schema-snapshot", action="store_true",
+                        help="also check the committed schema snapshot (needs a throwaway PostgreSQL)")
+    parser.add_argument("--write-schema-snapshot", action="store_true",
+                        help="only write the schema snapshot the migrations produce on a throwaway PostgreSQL")
     args = parser.parse_args(argv)
     repo = Path.cwd()
+    directory = args.migrations_dir.rstrip("/")
+    if args.write_schema_snapshot:
+        return write_produced_snapshot(repo, directory)
+    if args.base is None:
+        parser.error("--base is required (the branch the change merges into, e.g. origin/main)")
     try:
-        result = check(repo, args.base, args.head, args.migrations_dir)
-    except GitError as error:
+        result = check(repo, args.base, args.head, directory)
+        if args.schema_snapshot:
+            check_snapshot(repo, directory, result)
+    except (GitError, ServerStartError) as error:
         print(f"check-migrations: {error}", file=sys.stderr)
         return 2
     in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
@@ -164,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"check-migrations: {path}: {message}", file=sys.stderr)
         if in_actions:
             print(f"::error file={path}::{message}")
+    for line in _shown_difference(result.snapshot_difference):
+        print(line, file=sys.stderr)
     for path, message in result.warnings:
         print(f"check-migrations: warning: {path}: {message}", file=sys.stderr)
         if in_actions:
@@ -172,12 +273,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"check-migrations: {len(result.added)} new migration(s) against {args.base}: "
         + (", ".join(result.added) or "none")
     )
+    if args.schema_snapshot and not result.snapshot_difference:
+        print(f"check-migrations: {snapshot_file(directory)} matches what the migrations produce")
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(summary_markdown(result, args.base))
     if result.problems:
         print(f"check-migrations: FAILED: {len(result.problems)} problem(s)", file=sys.stderr)
         return 1
+    return 0
+
+
+def write_produced_snapshot(repo: Path, directory: str) -> int:
+    """--write-schema-snapshot: the schema of a clean build, whatever the local database went through."""
+    from database.cli.snapshot import write_snapshot
+    from database.migrator.errors import MigrationError
+
+    snapshot = snapshot_file(directory)
+    try:
+        produced = produced_schema(repo, directory)
+    except (MigrationError, ServerStartError) as error:
+        print(f"check-migrations: {str(error).replace(f'{repo}/', '')}", file=sys.stderr)
+        return 1 if isinstance(error, MigrationError) else 2
+    write_snapshot(produced, repo / snapshot)
+    print(f"check-migrations: wrote {snapshot}")
     return 0
 
 

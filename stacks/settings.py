@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 # One PostgreSQL version for both flavours. 17.9 exists for Aurora PostgreSQL and for RDS for
 # PostgreSQL in aws-cdk-lib 2.275 (AuroraPostgresEngineVersion.VER_17_9 / PostgresEngineVersion.VER_17_9),
@@ -75,6 +76,14 @@ class Removal(StrEnum):
     DESTROY = "destroy"  # delete it, no final snapshot: testing
     SNAPSHOT = "snapshot"  # delete it after a final snapshot
     RETAIN = "retain"  # keep it running, detached from the stack
+
+
+class SchemaDriftPolicy(StrEnum):
+    """What a deploy does when the live schema differs from the one the last apply recorded
+    (changed outside migrations), before it applies anything."""
+
+    REPORT = "report"  # names the changes in the deploy's output, then applies
+    FAIL = "fail"  # names them and fails the deploy; nothing is applied
 
 
 def parse_version(version: str) -> tuple[int, int]:
@@ -179,6 +188,8 @@ class MigrationSettings:
     # Adds a Secrets Manager interface endpoint (about $7.30 per AZ-month) so the in-VPC runner reads
     # the secret itself; off, the out-of-VPC deploy function reads it and hands it over ($0).
     secrets_manager_endpoint: bool = False
+    # Schema drift found before a deploy applies migrations: report it, or fail the deploy on it.
+    schema_drift: SchemaDriftPolicy = SchemaDriftPolicy.REPORT
 
     def __post_init__(self) -> None:
         if not 60 <= self.timeout_seconds <= MIGRATION_MAX_TIMEOUT_SECONDS:
@@ -331,7 +342,8 @@ PRODUCTION = EnvironmentSettings(
 ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TESTING, PRODUCTION)}
 
 # Context keys `cdk -c KEY=VALUE` understands; each also works as KEY.<environment>.
-CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint")
+_Choice = TypeVar("_Choice", bound=StrEnum)
+CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint", "schema_drift")
 _BOOLEAN_CONTEXT_VALUES = {"true": True, "false": False}
 
 
@@ -344,6 +356,19 @@ def _context_value(context: Mapping[str, object], key: str, env: str) -> tuple[s
                 raise ContextError(f"context key {candidate!r} must be a string, got {value!r}")
             return candidate, value
     return None
+
+
+def _context_choice(context: Mapping[str, object], key: str, env: str, choices: type[_Choice]) -> _Choice | None:
+    """The value of KEY.<env> or KEY as one of ``choices`` (a StrEnum), else None; any other value
+    is refused, naming the allowed ones."""
+    found = _context_value(context, key, env)
+    if found is None:
+        return None
+    given, value = found
+    allowed = [choice.value for choice in choices]
+    if value not in allowed:
+        raise ContextError(f"context key {given!r}={value!r}: allowed values are {', '.join(allowed)}")
+    return choices(value)
 
 
 def _check_context_keys(context: Mapping[str, object], environments: Mapping[str, EnvironmentSettings]) -> None:
@@ -399,13 +424,9 @@ def apply_context(
     resolved = []
     for name, env in environments.items():
         changes: dict[str, object] = {}
-        database = _context_value(context, "database", name)
-        if database is not None:
-            key, value = database
-            allowed = [flavour.value for flavour in Flavour]
-            if value not in allowed:
-                raise ContextError(f"context key {key!r}={value!r}: allowed values are {', '.join(allowed)}")
-            changes["flavour"] = Flavour(value)
+        flavour = _context_choice(context, "database", name, Flavour)
+        if flavour is not None:
+            changes["flavour"] = flavour
         vpc = _context_value(context, "vpc_id", name)
         if vpc is not None:
             key, value = vpc
@@ -421,13 +442,17 @@ def apply_context(
                     f"context key {key!r}={value!r}: allowed values are {', '.join(RDS_FREE_INSTANCE_CLASSES)}"
                 )
             changes["rds"] = dataclasses.replace(env.rds, instance_class=value)
+        migration: dict[str, object] = {}
         endpoint = _context_value(context, "secrets_manager_endpoint", name)
         if endpoint is not None:
             key, value = endpoint
             if value not in _BOOLEAN_CONTEXT_VALUES:
                 raise ContextError(f"context key {key!r}={value!r}: allowed values are true, false")
-            changes["migration"] = dataclasses.replace(
-                env.migration, secrets_manager_endpoint=_BOOLEAN_CONTEXT_VALUES[value]
-            )
+            migration["secrets_manager_endpoint"] = _BOOLEAN_CONTEXT_VALUES[value]
+        drift = _context_choice(context, "schema_drift", name, SchemaDriftPolicy)
+        if drift is not None:
+            migration["schema_drift"] = drift
+        if migration:
+            changes["migration"] = dataclasses.replace(env.migration, **migration)  # type: ignore[arg-type]
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]
     return tuple(resolved)

@@ -8,9 +8,6 @@ pytest-postgresql then makes a template database and a fresh copy of it per test
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,35 +17,19 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-LOCAL_DB = Path(__file__).resolve().parents[1] / "scripts" / "local-db.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from scripts.throwaway_db import throwaway_server
 
 
 @contextmanager
 def local_server(state: Path) -> Iterator[tuple[NoopExecutor, Path]]:
     """A server started by scripts/local-db.sh with its state in ``state`` (destroyed at the end),
     with a template database; yields it and its data directory (owned by the server's OS user)."""
-    environment = {**os.environ, "LOCAL_PG_DIR": str(state), "LOCAL_PG_PORT": str(_free_port())}
-    started = subprocess.run([str(LOCAL_DB), "start"], env=environment, capture_output=True, text=True, check=False)
-    try:
-        if started.returncode != 0:
-            pytest.fail(f"scripts/local-db.sh start failed:\n{started.stdout}{started.stderr}", pytrace=False)
-        recorded = state / "datadir"  # as root the data lives where the server's OS user can reach it
-        data = Path(recorded.read_text().strip()) if recorded.is_file() else state / "data"
-        server = NoopExecutor(
-            host="127.0.0.1", port=(state / "port").read_text().strip(), user="postgres", options="", dbname="tests"
-        )
+    with throwaway_server(state) as started:
+        server = NoopExecutor(host="127.0.0.1", port=started.port, user="postgres", options="", dbname="tests")
         with DatabaseJanitor(
             user=server.user, host=server.host, port=server.port, dbname=server.template_dbname, as_template=True
         ):
-            yield server, data
-    finally:
-        subprocess.run([str(LOCAL_DB), "destroy"], env=environment, capture_output=True, check=False)
+            yield server, started.data_dir
 
 
 @pytest.fixture(scope="session")

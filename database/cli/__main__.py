@@ -1,6 +1,6 @@
 """run-migrations: apply, inspect or plan the database/migrations files against a database.
 
-Exit status: 0 success; 1 a migration failed, applied files drifted or another database error;
+Exit status: 0 success; 1 a migration failed, applied files or the schema drifted, or another database error;
 2 bad input (flags, file names, file contents); 3 database unreachable; 4 another run held the
 lock too long; 130 interrupted (Ctrl-C).
 """
@@ -29,7 +29,7 @@ from database.cli.environments import (
 )
 from database.cli.render import HumanRenderer, JsonCollector, RunLog, json_document
 from database.migrator.errors import InvalidMigrationError, MigrationError, RunInterruptedError
-from database.migrator.events import Event
+from database.migrator.events import Connected, Event
 from database.migrator.orchestration import name_versions
 
 if TYPE_CHECKING:
@@ -106,6 +106,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--dry-run", action="store_true", help="show what would be applied; change nothing")
     mode.add_argument("--new", metavar="DESCRIPTION", type=_text,
                       help="create the next numbered migration file")
+    mode.add_argument("--dump-schema", metavar="FILE", nargs="?", const="", type=str,
+                      help="write the database's schema snapshot (pg_dump --schema-only, normalized) to FILE, "
+                      "- for stdout; default database/schema.sql. An apply to --environment local rewrites it")
     parser.add_argument("--json", action="store_true", help="print one machine-readable JSON document")
     parser.add_argument(
         "--migrations-dir", metavar="DIR", type=_text, default=None,
@@ -135,7 +138,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 def _mode_of(argv: list[str]) -> str:
     """The mode the command line asks for, read before parsing so that even a parse error is
     reported in the right JSON document."""
-    for flag, mode in (("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new")):
+    for flag, mode in (("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new"),
+                       ("--dump-schema", "dump-schema")):
         if any(argument == flag or argument.startswith(f"{flag}=") for argument in argv):
             return mode
     return "apply"
@@ -207,6 +211,8 @@ def _user() -> str:
 
 
 def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
+    if mode == "dump-schema":
+        return run_dump_schema(arguments, renderer, collector)
     if arguments.environment in DEPLOYED_ENVIRONMENTS and mode != "apply" and arguments.db_uri is None:
         return run_deployed(arguments, mode, renderer, collector)
     target = resolve_target(arguments.environment, arguments.db_uri)
@@ -215,6 +221,7 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
 
     from database.migrator import orchestration
     from database.migrator.postgres import ConnectSettings
+    from database.migrator.schema_state import drift_check
     from stacks.settings import POSTGRES_MAJOR_VERSION
 
     settings = orchestration.RunnerSettings(
@@ -228,6 +235,7 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         applied_by=f"cli:{_user()}@{socket.gethostname()}",
         lock_wait_seconds=arguments.lock_wait,
         accept_drift=frozenset(arguments.accept_drift),
+        pre_apply_check=drift_check(refuse=False),
     )
     renderer.log.deployed_major = POSTGRES_MAJOR_VERSION
     sink = collector.event if arguments.json else renderer.event
@@ -239,14 +247,23 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
     renderer.start(mode)
     if mode == "apply":
         result = orchestration.apply(settings, emit)
+        snapshot, snapshot_warning = None, None
         if arguments.environment == "local":  # as every deploy does: tables the run created are covered
             from database.cli.environments import ensure_local_roles, local_roles_summary
 
             ensure_local_roles(target.conninfo)
+            snapshot, snapshot_warning = _refresh_local_snapshot(target.conninfo, migrations_dir, bool(result.applied))
+        if snapshot_warning:
+            renderer.log.warnings.append(snapshot_warning)
         if arguments.json:
-            print(json_document(mode, collector, status=result.status, applied=result.applied))
+            print(json_document(mode, collector, status=result.status, applied=result.applied,
+                                schema_snapshot=snapshot))
         else:
             renderer.finished(result)
+            if snapshot:
+                renderer.announce(f"📸 Schema snapshot updated: {shown(snapshot)}")
+            if snapshot_warning:
+                renderer.announce(f"⚠️  {snapshot_warning}")
             if arguments.environment == "local":
                 renderer.announce(local_roles_summary(target.conninfo))
         return 0
@@ -261,6 +278,66 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
     return exit_code
 
 
+def _refresh_local_snapshot(conninfo: str, migrations_dir: Path, applied: bool) -> tuple[str | None, str | None]:
+    """After an apply to the local database: rewrite the schema snapshot when migrations were applied
+    (or it does not exist yet). Returns (the path written, or None; a warning, or None): the apply
+    itself succeeded, so a snapshot that cannot be made is a warning, not a failure."""
+    from database.cli.snapshot import SnapshotError, dump_schema, snapshot_path, write_snapshot
+    from stacks.settings import POSTGRES_MAJOR_VERSION
+
+    path = snapshot_path(migrations_dir)
+    if not applied and path.exists():
+        return None, None  # a no-op apply changed nothing: no pg_dump run
+    try:
+        snapshot = dump_schema(conninfo)
+    except SnapshotError as error:
+        return None, f"schema snapshot {shown(str(path))} not updated: {error}"
+    if snapshot.server_major != POSTGRES_MAJOR_VERSION:
+        return None, (
+            f"schema snapshot {shown(str(path))} not updated: the local server runs PostgreSQL "
+            f"{snapshot.server_major}, the snapshot is made at the deployed {POSTGRES_MAJOR_VERSION}"
+        )
+    write_snapshot(snapshot, path)
+    return str(path), None
+
+
+def run_dump_schema(arguments: argparse.Namespace, renderer: HumanRenderer, collector: JsonCollector) -> int:
+    """--dump-schema [FILE]: the target's normalized schema-only dump, to FILE, stdout (-) or the
+    snapshot beside the migrations."""
+    if arguments.environment in DEPLOYED_ENVIRONMENTS and arguments.db_uri is None:
+        raise UsageError(
+            f"--dump-schema --environment {arguments.environment}: the deployed database sits in isolated subnets "
+            "and its migration function carries no pg_dump; name it with --db-uri from a machine inside its VPC. "
+            "The snapshot of the migrations themselves comes from --environment local"
+        )
+    from database.cli.snapshot import dump_schema, snapshot_path, write_snapshot
+    from stacks.settings import POSTGRES_MAJOR_VERSION
+
+    destination = arguments.dump_schema or str(snapshot_path(_migrations_dir(arguments)))
+    if destination == "-" and arguments.json:
+        raise UsageError("--dump-schema - writes the SQL to stdout: drop --json, or name a FILE")
+
+    target = resolve_target(arguments.environment, arguments.db_uri)
+    snapshot = dump_schema(target.conninfo)
+    collector.log.deployed_major = POSTGRES_MAJOR_VERSION
+    if snapshot.server_version:
+        collector.log.record(Connected(snapshot.server_version))  # warns when it is not the deployed major
+    warnings = collector.log.warnings
+    if destination == "-":
+        sys.stdout.write(snapshot.text)
+        for warning in warnings:
+            print(f"⚠️  {warning}", file=sys.stderr)
+        return 0
+    write_snapshot(snapshot, Path(destination))
+    if arguments.json:
+        print(json_document("dump-schema", collector, schema_snapshot=destination))
+        return 0
+    renderer.announce(f"📸 Schema snapshot written: {shown(destination)}")
+    for warning in warnings:
+        renderer.announce(f"⚠️  {warning}")
+    return 0
+
+
 def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
     """Status or dry-run of a deployed environment, read inside its VPC by the deployed migration
     function and shown exactly like a local one."""
@@ -270,7 +347,7 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
             "--accept-drift and --migrations-dir do not apply"
         )
     from database.cli.deployed import read_deployed_status
-    from database.migrator.events import Connected, Notice
+    from database.migrator.events import Notice
 
     renderer.start(mode)
     renderer.announce(f"🔍 Asking the deployed {arguments.environment} environment (stack PgSchemaDeploy-"
@@ -299,11 +376,11 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
 
 
 def status_exit_code(status: Status, accepted: frozenset[str]) -> int:
-    """2 when a file is unusable (apply would refuse it), 1 for unaccepted drift or an invalid
-    index, else 0."""
+    """2 when a file is unusable (apply would refuse it), 1 for unaccepted drift of a file, schema
+    drift or an invalid index, else 0."""
     if status.problems:
         return InvalidMigrationError.exit_code
-    if (status.drifted and not set(status.drifted) <= accepted) or status.invalid_indexes:
+    if (status.drifted and not set(status.drifted) <= accepted) or status.invalid_indexes or status.schema_drift:
         return 1
     return 0
 

@@ -17,6 +17,7 @@ from database.migrator.events import (
     Event,
     Notice,
     Planned,
+    SchemaDrift,
     ServerMessage,
     TrackingTableReady,
     WaitingForLock,
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from database.migrator.orchestration import ApplyResult, Status
 
 _APPLIED_SHOWN_WHEN_APPLYING = 10
+_SCHEMA_DRIFT_TITLE = "❌ Schema changed outside migrations since the last apply (drift):"
+_SCHEMA_DRIFT_BEFORE_APPLY = (
+    "⚠️  Schema changed outside migrations since the last apply (drift); the migrations run over it and "
+    "this apply records the result:"
+)
 # The old runner's two lines, on every run: the table is created if missing, checked otherwise.
 _TRACKING_LINES = {
     "created": ("📋 Creating migration table...", "✅ Migration table ready"),
@@ -111,6 +117,8 @@ class HumanRenderer:
                 self._print(f"⚠️  {shown(message)}")
             case ServerMessage(_, severity, message):
                 self._print(f"   💬 {severity}: {message}")
+            case SchemaDrift(changes):
+                self._print("\n".join([_SCHEMA_DRIFT_BEFORE_APPLY, *(f"  • {change}" for change in changes)]))
 
     def status(self, status: Status) -> None:
         """Written in one go (a line per migration, a thousand pending ones included)."""
@@ -151,6 +159,7 @@ class HumanRenderer:
              "apply of the migration that builds one drops and rebuilds it:", status.invalid_indexes),
             ("❌ Unusable migration files (apply refuses to run until they are fixed):",
              [shown(problem) for problem in status.problems]),
+            (_SCHEMA_DRIFT_TITLE, status.schema_drift),
         ):
             if versions:
                 lines.append(title)
@@ -186,6 +195,7 @@ class JsonCollector:
         self.log = log or RunLog()
         self.notices: list[str] = []
         self.server_messages: list[dict[str, str]] = []
+        self.schema_drift: list[str] = []  # found before an apply ran its migrations
 
     @property
     def server_version(self) -> str | None:
@@ -197,6 +207,8 @@ class JsonCollector:
                 self.notices.append(shown(message))
             case ServerMessage(version, severity, message):
                 self.server_messages.append({"version": version, "severity": severity, "message": message})
+            case SchemaDrift(changes):
+                self.schema_drift = list(changes)
             case _:
                 pass
 
@@ -211,6 +223,7 @@ def json_document(
     exit_code: int = 0,
     environment: str | None = None,
     function: str | None = None,
+    schema_snapshot: str | None = None,
 ) -> str:
     """One JSON object describing the run; `ok` is false exactly when the exit status is not 0.
     A deployed environment's status also names the environment and the function that read it."""
@@ -250,7 +263,11 @@ def json_document(
             unverified=status.unverified,
             invalid_indexes=status.invalid_indexes,
             problems=[shown(problem) for problem in status.problems],
+            schema_drift=status.schema_drift or collector.schema_drift,
+            schema_recorded_at=status.schema_recorded_at.isoformat() if status.schema_recorded_at else None,
         )
+    if schema_snapshot is not None or mode in ("apply", "dump-schema"):
+        document["schema_snapshot"] = shown(schema_snapshot) if schema_snapshot else None
     if applied is not None:
         document["applied_now"] = [{"version": a.version, "execution_ms": a.milliseconds} for a in applied]
     if error is not None:

@@ -69,6 +69,13 @@ class ServerMessage:
     message: str
 
 
+@dataclass(frozen=True)
+class SchemaDrift:
+    """The live schema differs from the one the last apply recorded (changed outside migrations)."""
+
+    changes: list[str]  # one line per object: "index public.idx_users_phone_tmp added"
+
+
 Event = (
     Connecting
     | ConnectRetry
@@ -80,6 +87,7 @@ Event = (
     | Applied
     | Notice
     | ServerMessage
+    | SchemaDrift
 )
 EventSink = Callable[[Event], None]
 

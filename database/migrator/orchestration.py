@@ -95,6 +95,8 @@ class Status:
     tracking_table_exists: bool = True
     problems: list[str] = field(default_factory=list)  # unusable files (status only; apply refuses them)
     invalid_indexes: list[str] = field(default_factory=list)  # left by failed concurrent builds
+    schema_drift: list[str] = field(default_factory=list)  # schema changes made outside migrations
+    schema_recorded_at: datetime | None = None  # when an apply last recorded the schema (None: never)
 
 
 @dataclass
@@ -183,22 +185,26 @@ def compute_status(
 
 def read_status(settings: RunnerSettings, emit: EventSink) -> Status:
     """Status without changing anything: no tracking table is created, no lock is taken."""
-    from . import postgres
+    from . import postgres, schema_state
 
     local, problems = scan_migrations(settings.migrations_dir)
     with _connection(settings, emit) as connection:
         exists = postgres.tracking_table_exists(connection)
         rows = postgres.applied_rows(connection) if exists else {}
         invalid = postgres.invalid_indexes(connection)
+        drift = schema_state.read_drift(connection) if exists else None
     status = compute_status(local, rows, tracking_table_exists=exists, problems=problems)
     status.invalid_indexes = invalid
+    if drift is not None:
+        status.schema_drift, status.schema_recorded_at = drift.changes, drift.recorded_at
     return status
 
 
 def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
     """Apply every pending migration in order, each in its own transaction with its tracking
-    row, under the runner lock. Stops at the first failure; earlier ones stay applied."""
-    from . import postgres
+    row, under the runner lock. Stops at the first failure; earlier ones stay applied. The schema
+    is recorded for drift checks after every run that applied something, a failed one included."""
+    from . import postgres, schema_state
 
     local = load_migrations(settings.migrations_dir)
     by_version = {migration.version: migration for migration in local}
@@ -223,8 +229,11 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
             except BaseException:
                 with suppress(Exception):  # the failure is the news; the WAL writer flushes within a second
                     postgres.flush_commits(connection, _last_applied(result))
+                    if result.applied:
+                        schema_state.record(connection, settings.applied_by)
                 raise
             postgres.flush_commits(connection, _last_applied(result))
+            schema_state.record(connection, settings.applied_by)
     return result
 
 

@@ -45,6 +45,8 @@ def status_to_dict(status: Status, root: Path | None = None) -> dict[str, Any]:
         "tracking_table_exists": status.tracking_table_exists,
         "problems": [problem.replace(f"{root}/", "") if root else problem for problem in status.problems],
         "invalid_indexes": list(status.invalid_indexes),
+        "schema_drift": list(status.schema_drift),
+        "schema_recorded_at": status.schema_recorded_at.isoformat() if status.schema_recorded_at else None,
     }
 
 
@@ -55,7 +57,7 @@ def status_from_dict(document: dict[str, Any]) -> Status:
             applied=[
                 AppliedMigration(
                     version=str(item["version"]),
-                    applied_at=datetime.fromisoformat(item["applied_at"]) if item["applied_at"] else None,
+                    applied_at=_optional_datetime(item["applied_at"]),
                     execution_ms=_optional_int(item["execution_ms"]),
                     applied_by=item["applied_by"],
                 )
@@ -77,6 +79,8 @@ def status_from_dict(document: dict[str, Any]) -> Status:
             tracking_table_exists=bool(document.get("tracking_table_exists", True)),
             problems=[str(problem) for problem in document.get("problems", [])],
             invalid_indexes=[str(index) for index in document.get("invalid_indexes", [])],
+            schema_drift=[str(change) for change in document.get("schema_drift", [])],
+            schema_recorded_at=_optional_datetime(document.get("schema_recorded_at")),
         )
     except KeyError as error:
         raise ReportError(f"status document: missing field {error}") from None
@@ -88,6 +92,10 @@ def _relative(path: Path, root: Path | None) -> str:
     if root is not None and path.is_relative_to(root):
         return PurePosixPath(path.relative_to(root)).as_posix()
     return str(path)
+
+
+def _optional_datetime(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def _optional_int(value: object) -> int | None:

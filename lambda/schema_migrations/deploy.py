@@ -6,6 +6,8 @@ CloudFormation events (through the Provider framework):
                    DatabaseRoles to make sure of after the migrations in the payload (Lambda Invoke,
                    over TLS, payloads are not logged), and return SchemaVersion / AppliedThisDeploy /
                    AppliedCount. A failure raises, with the runner's message cut to fit the event.
+                   Schema drift the runner found before applying is logged; where the environment
+                   fails on drift, the runner's refusal is that failure.
                    Nothing to apply when CloudFormation asks for another set of migrations than
                    this function carries (a rollback to the previous properties) or for a set
                    that only lacks files of the previous one (a rollback after the function's
@@ -80,6 +82,10 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     answer = _run(apply_request, context)
     if not answer.get("ok"):
         raise MigrationDeployError(failure_message(answer))
+    drift = [str(change) for change in answer.get("schema_drift") or []]
+    if drift:
+        _log("⚠️  The schema had changed outside migrations since the last apply (drift); the migrations ran over "
+             "it and the result is recorded:\n" + "\n".join(f"  • {change}" for change in drift))
     applied = [str(version) for version in answer.get("applied") or []]
     data = _data(answer.get("schema_version"), applied, rollback=False)
     roles_changed = f"; role changes: {answer['roles_changed']}" if "roles_changed" in answer else ""

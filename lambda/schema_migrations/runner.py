@@ -15,8 +15,14 @@ this function reads DATABASE_SECRET_ARN itself.
 (database.migrator.roles); a payload without it (a rollback to a stack that had no roles) skips that.
 
 It answers with a JSON object and never raises for a migration problem:
-    {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version", ...}
-    {"ok": false, "error": <message, paths relative to the asset>, "kind": <error class>, "applied": [...]}
+    {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version",
+     "schema_drift": [...] (apply), "status": {...} (status, dry-run)}
+    {"ok": false, "error": <message, paths relative to the asset>, "kind": <error class>, "applied": [...],
+     "schema_drift": [...]}
+
+Before an apply runs migrations it compares the live schema with the one the last apply recorded:
+the changes made outside migrations are named in the log and the answer (``schema_drift``), and
+with SCHEMA_DRIFT=fail (stacks/settings.py, per environment) the run stops there, nothing applied.
 
 TLS is always on: sslmode=verify-full against the Amazon RDS CA bundle shipped beside the code.
 The whole run fits in the invocation: connect retries (an Aurora cluster resuming from auto-pause),
@@ -38,13 +44,14 @@ from psycopg.conninfo import make_conninfo
 
 from database.cli.render import HumanRenderer
 from database.migrator.errors import MigrationError
-from database.migrator.events import Applied, Connected, Event, Notice, Planned, ignore_events
+from database.migrator.events import Applied, Connected, Event, Notice, Planned, SchemaDrift, ignore_events
 from database.migrator.manifest import build_manifest
 from database.migrator.orchestration import RunnerSettings, apply, read_status
 from database.migrator.postgres import ConnectSettings, connect
 from database.migrator.redaction import scrub, scrub_document
 from database.migrator.report import status_to_dict
 from database.migrator.roles import AccessRoles, ensure_roles
+from database.migrator.schema_state import drift_check
 from schema_migrations.deploy import connection_facts
 
 ASSET_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +69,8 @@ LOCK_TIMEOUT = "5s"  # a migration's DDL waiting behind the application's querie
 STATEMENT_TIMEOUT = "10min"  # lowered further to the time left in the invocation
 
 _CREDENTIAL_FIELDS = ("host", "port", "dbname", "username", "password")
+# SCHEMA_DRIFT, set by the stack: what an apply does with drift found before it runs migrations.
+_DRIFT_POLICIES = {"report": False, "fail": True}  # -> refuse
 
 
 class LambdaContext(Protocol):
@@ -99,7 +108,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             roles = _access_roles(event.get("roles"))
             result = apply(settings, emit)
             renderer.finished(result)
-            answer: dict[str, Any] = {"applied": report.applied, "schema_version": report.schema_version()}
+            answer: dict[str, Any] = {
+                "applied": report.applied,
+                "schema_version": report.schema_version(),
+                "schema_drift": report.schema_drift,
+            }
             if roles is not None:
                 answer["roles_changed"] = _ensure_roles(settings, roles, log)
         else:
@@ -117,6 +130,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "kind": type(error).__name__,
             "applied": report.applied,
             "total": report.total,
+            "schema_drift": report.schema_drift,
         }
     answer.update(server_version=report.server_version, notices=report.notices)
     return scrub_document(answer, *log.secrets)  # type: ignore[return-value]
@@ -141,6 +155,9 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
         sslmode="verify-full",
         sslrootcert=str(CA_BUNDLE),
     )
+    policy = os.environ.get("SCHEMA_DRIFT", "report")
+    if policy not in _DRIFT_POLICIES:
+        raise RequestError(f"SCHEMA_DRIFT={policy!r}: expected one of {', '.join(_DRIFT_POLICIES)}")
     left = deadline - time.monotonic()
     return RunnerSettings(
         migrations_dir=MIGRATIONS_DIR,
@@ -154,6 +171,7 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
         lock_wait_seconds=LOCK_WAIT_SECONDS,
         deadline=deadline,
         deadline_margin_seconds=MARGIN_SECONDS,
+        pre_apply_check=drift_check(refuse=_DRIFT_POLICIES[policy]),
     )
 
 
@@ -213,6 +231,7 @@ class _Report:
         self.total: int | None = None
         self.server_version: str | None = None
         self.notices: list[str] = []
+        self.schema_drift: list[str] = []  # found before the apply ran migrations
 
     def event(self, event: Event) -> None:
         match event:
@@ -225,6 +244,8 @@ class _Report:
                 self.applied.append(version)
             case Notice(message):
                 self.notices.append(message)
+            case SchemaDrift(changes):
+                self.schema_drift = list(changes)
             case _:
                 pass
 

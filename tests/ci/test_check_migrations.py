@@ -163,3 +163,52 @@ def test_files_outside_the_migrations_directory_itself_are_not_migrations(repo: 
     commit(repo, {"archive/001_users.sql": "-- old copy\n", "README.md": "notes\n"}, "not migrations")
     result = check(repo, "main")
     assert result.problems == [] and result.added == []
+
+
+def run_module(repo: Path, *arguments: str, summary: Path | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}
+    environment["PYTHONPATH"] = str(ROOT)
+    if summary is not None:
+        environment.update(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", *arguments],
+        cwd=repo, env=environment, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_the_schema_snapshot_must_match_what_the_migrations_produce(repo: Path, tmp_path: Path) -> None:
+    written = run_module(repo, "--write-schema-snapshot")
+    assert written.returncode == 0, written.stderr
+    snapshot = repo / "database" / "schema.sql"
+    assert "CREATE TABLE public.users (\n    id integer,\n    bio text\n);" in snapshot.read_text()
+    git(repo, "add", "database/schema.sql")
+    git(repo, "commit", "-q", "-m", "snapshot")
+    passed = run_module(repo, "--base", "main", "--schema-snapshot")
+    assert passed.returncode == 0, passed.stderr
+    assert "check-migrations: database/schema.sql matches what the migrations produce" in passed.stdout
+
+    commit(repo, {"003_groups.sql": "CREATE TABLE groups (id int);\n"}, "003 without its snapshot")
+    summary = tmp_path / "summary.md"
+    stale = run_module(repo, "--base", "main", "--schema-snapshot", summary=summary)
+
+    assert stale.returncode == 1
+    assert "check-migrations: database/schema.sql: differs from the schema the migrations produce" in stale.stderr
+    assert "+CREATE TABLE public.groups (" in stale.stderr
+    assert "::error file=database/schema.sql::differs from" in stale.stdout
+    assert "```diff\n--- database/schema.sql (committed)" in summary.read_text()
+
+
+def test_a_migration_that_fails_on_an_empty_database_fails_the_snapshot_check(repo: Path) -> None:
+    commit(repo, {"003_groups.sql": "CREATE TABLE groups (id int REFERENCES nowhere (id));\n"}, "broken 003")
+
+    completed = run_module(repo, "--base", "main", "--schema-snapshot")
+
+    assert completed.returncode == 1
+    assert "database/schema.sql: the migrations do not apply to an empty PostgreSQL: " in completed.stderr
+    assert f"{MIGRATIONS}/003_groups.sql:1: 003_groups failed: SQLSTATE 42P01" in completed.stderr
+
+
+def test_the_base_is_required_unless_only_writing_the_snapshot(repo: Path) -> None:
+    completed = run_module(repo, "--schema-snapshot")
+
+    assert completed.returncode == 2 and "--base is required" in completed.stderr

@@ -145,7 +145,7 @@ def test_pull_requests_run_tests_synth_lint_migration_checks_and_diff() -> None:
     assert workflow["jobs"]["synth"]["strategy"]["matrix"]["database"] == ["aurora-serverless", "rds-free"]
     assert runs["synth"][0] == './scripts/synth.sh -c "database=${DATABASE}" -c "github_repository=${REPOSITORY}"'
     assert runs["synth"][1].startswith(".venv/bin/cfn-lint ")
-    assert runs["migrations"] == ['./scripts/check-migrations.sh --base "origin/${BASE_REF}"']
+    assert runs["migrations"] == ['./scripts/check-migrations.sh --base "origin/${BASE_REF}" --schema-snapshot']
     assert workflow["jobs"]["migrations"]["steps"][0]["with"]["fetch-depth"] == 0
     assert runs["diff"] == ['./scripts/diff.sh "${ENVIRONMENT}"']
     assert workflow["jobs"]["diff"]["if"].startswith("vars.AWS_PR_ROLE_ARN != ''")

@@ -31,6 +31,7 @@ from stacks.settings import (
     ContextError,
     DatabaseAccess,
     MigrationSettings,
+    SchemaDriftPolicy,
     SettingsError,
     apply_context,
 )
@@ -200,7 +201,9 @@ def test_functions_runtime_handlers_and_placement(synth: Synth, env: str) -> Non
 def test_environment_variables_carry_no_credentials(synth: Synth, env: str) -> None:
     template = synth.json[env]
     migration = migration_of(template)
-    assert migration.function(migration.runner_id)["Environment"] == {"Variables": {"ENVIRONMENT_NAME": env}}
+    assert migration.function(migration.runner_id)["Environment"] == {
+        "Variables": {"ENVIRONMENT_NAME": env, "SCHEMA_DRIFT": "report"}
+    }
     assert migration.function(migration.deploy_id)["Environment"] == {
         "Variables": {
             "RUNNER_FUNCTION_NAME": {"Ref": migration.runner_id},
@@ -460,6 +463,7 @@ def test_endpoint_lets_the_runner_read_the_secret_itself(endpoint_synth: Synth, 
     assert "secretsmanager" not in json.dumps(migration.statements(migration.deploy_id))
     assert migration.function(migration.runner_id)["Environment"]["Variables"] == {
         "ENVIRONMENT_NAME": env,
+        "SCHEMA_DRIFT": "report",
         "DATABASE_SECRET_ARN": secret_ref(template),
         **location(template),
     }
@@ -504,6 +508,24 @@ def test_endpoint_context_key() -> None:
         apply_context({"secrets_manager_endpoint": "yes"})
     with pytest.raises(ContextError, match=r"'secrets_manager_endpoint.staging' names no environment"):
         apply_context({"secrets_manager_endpoint.staging": "true"})
+
+
+def test_schema_drift_context_key() -> None:
+    testing, production = apply_context({"schema_drift.production": "fail", "secrets_manager_endpoint": "true"})
+    assert testing.migration.schema_drift is SchemaDriftPolicy.REPORT
+    assert production.migration.schema_drift is SchemaDriftPolicy.FAIL
+    assert production.migration.secrets_manager_endpoint  # both keys of the migration settings apply
+    with pytest.raises(ContextError, match=r"'schema_drift'='ignore': allowed values are report, fail"):
+        apply_context({"schema_drift": "ignore"})
+
+
+def test_schema_drift_setting_reaches_the_runner(tmp_path: Path) -> None:
+    app = App(context=cdk_json_context(), outdir=str(tmp_path))
+    settings = dataclasses.replace(
+        ENVIRONMENTS["production"], migration=MigrationSettings(schema_drift=SchemaDriftPolicy.FAIL)
+    )
+    migration = migration_of(dict(Template.from_stack(DatabaseStack(app, settings)).to_json()))
+    assert migration.function(migration.runner_id)["Environment"]["Variables"]["SCHEMA_DRIFT"] == "fail"
 
 
 def test_custom_timeout_and_memory_reach_the_template(tmp_path: Path) -> None:

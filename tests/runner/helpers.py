@@ -10,7 +10,14 @@ from typing import Any
 import psycopg
 
 from database.migrator.events import Event
-from database.migrator.orchestration import ApplyResult, RunnerSettings, Status, apply, read_status
+from database.migrator.orchestration import (
+    ApplyResult,
+    PreApplyCheck,
+    RunnerSettings,
+    Status,
+    apply,
+    read_status,
+)
 from database.migrator.postgres import ConnectSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +41,7 @@ def settings_for(
     statement_timeout: str = "10min",
     lock_wait_seconds: float = 300.0,
     accept_drift: frozenset[str] = frozenset(),
+    pre_apply_check: PreApplyCheck | None = None,
 ) -> RunnerSettings:
     connect = ConnectSettings(
         conninfo=uri,
@@ -47,6 +55,7 @@ def settings_for(
         applied_by="pytest",
         lock_wait_seconds=lock_wait_seconds,
         accept_drift=accept_drift,
+        pre_apply_check=pre_apply_check,
     )
 
 

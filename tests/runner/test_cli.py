@@ -103,7 +103,7 @@ def test_failed_migration_exit_status_and_message(database_uri: str, tmp_path: P
 
     assert result.returncode == 1
     assert f"❌ {directory / '002_typo.sql'}:2: 002_typo failed: SQLSTATE 42601: syntax error" in result.stderr
-    assert public_tables(database_uri) == ["ok", "schema_migrations"]
+    assert public_tables(database_uri) == ["ok", "schema_migrations", "schema_migrations_fingerprint"]
 
     as_json = json.loads(run_cli("--json", "--db-uri", database_uri, "--migrations-dir", str(directory)).stdout)
     assert as_json["ok"] is False

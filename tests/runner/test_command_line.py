@@ -182,7 +182,7 @@ def test_ctrl_c_during_a_migration_is_one_line_naming_what_was_rolled_back(
         message = stderr
     assert "interrupted: 002_slow was rolled back; no later migration ran (001_fast applied before it stay applied)" \
         in message
-    assert public_tables(database_uri) == ["fast", "schema_migrations"]
+    assert public_tables(database_uri) == ["fast", "schema_migrations", "schema_migrations_fingerprint"]
     with psycopg.connect(database_uri) as connection:
         assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [("001_fast",)]
 

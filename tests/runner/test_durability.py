@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from database.migrator.errors import MigrationFailedError
-from tests.conftest import LOCAL_DB, local_server
+from scripts.throwaway_db import LOCAL_DB
+from tests.conftest import local_server
 
 from .helpers import apply_dir, write_migrations
 
