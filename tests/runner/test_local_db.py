@@ -104,8 +104,12 @@ def test_lifecycle_and_migrations_with_state_in_a_private_directory(private_dir:
     else:
         assert home is None and (state / "data" / "PG_VERSION").exists()
 
-    applied = run_cli("--environment", "local", env={"LOCAL_PG_DIR": str(state)})
+    migrations = private_dir / "database" / "migrations"  # the snapshot beside it, not the repository's
+    shutil.copytree(PROJECT_ROOT / "database" / "migrations", migrations)
+    applied = run_cli("--environment", "local", "--migrations-dir", str(migrations), env={"LOCAL_PG_DIR": str(state)})
     assert applied.returncode == 0, applied.stderr
+    snapshot = (private_dir / "database" / "schema.sql").read_bytes()
+    assert snapshot == (PROJECT_ROOT / "database" / "schema.sql").read_bytes()  # the local roles' grants stay out
     assert f"✅ Database connection successful (PostgreSQL {POSTGRES_VERSION})" in applied.stdout
     assert "differs from the deployed" not in applied.stdout + applied.stderr
     assert "🎉 All migrations applied successfully!" in applied.stdout
