@@ -9,7 +9,6 @@ Any other database is named by an explicit URI (--db-uri or DATABASE_URL).
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +49,17 @@ def shown(text: str) -> str:
     return text.replace(f"{PROJECT_ROOT}/", "")
 
 
+def local_data_directory(state: Path) -> Path:
+    """The cluster scripts/local-db.sh made for ``state``: as root it lives elsewhere and is recorded."""
+    recorded = state / "datadir"
+    return Path(recorded.read_text().strip()) if recorded.is_file() else state / "data"
+
+
 def local_conninfo() -> str:
-    """URI of the project-local server; its port is chosen when scripts/local-db.sh creates it.
-    A stopped server is reported at once (nothing listens on its port): no point retrying."""
-    port_file = local_state_dir() / "port"
+    """URI of the project-local server, once what answers on its recorded port is known to be it:
+    two clones (or LOCAL_PG_DIRs) may have recorded the same port, and only one runs at a time."""
+    state = local_state_dir()
+    port_file = state / "port"
     if not port_file.is_file():
         raise UsageError(
             "--environment local: the project-local PostgreSQL has not been created; "
@@ -63,16 +69,38 @@ def local_conninfo() -> str:
     if not port.isdigit():
         raise UsageError(f"--environment local: {port_file} does not hold a port number; "
                          "recreate the server with scripts/local-db.sh destroy && scripts/local-db.sh start")
-    try:
-        socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
-    except ConnectionRefusedError:
-        raise ConnectionFailedError(
-            f"could not connect: --environment local: the project-local PostgreSQL is not running (nothing "
-            f"listens on 127.0.0.1:{port}); start it with scripts/local-db.sh start"
-        ) from None
-    except OSError:
-        pass  # slow or odd: let the connection attempts (and their retries) say what is wrong
+    _check_local_server(int(port), local_data_directory(state))
     return f"postgresql://postgres@127.0.0.1:{port}/{LOCAL_DATABASE}"
+
+
+def _check_local_server(port: int, expected: Path) -> None:
+    """Stops (exit 3) unless the server on 127.0.0.1:``port`` serves the data directory ``expected``.
+    One attempt: a local server that is up answers at once, and a stopped one is not waited for."""
+    import psycopg
+
+    start_it = "start this project's server with scripts/local-db.sh start (it moves to a free port if needed)"
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                             connect_timeout=2, autocommit=True) as connection:
+            row = connection.execute("SHOW data_directory").fetchone()
+    except psycopg.OperationalError as error:
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        if "refused" in text.lower():
+            raise ConnectionFailedError(
+                f"could not connect: --environment local: the project-local PostgreSQL is not running (nothing "
+                f"listens on 127.0.0.1:{port}); start it with scripts/local-db.sh start"
+            ) from None
+        raise ConnectionFailedError(
+            f"could not connect: --environment local: 127.0.0.1:{port} does not answer as the project-local "
+            f"PostgreSQL ({reason}); {start_it}"
+        ) from None
+    serving = Path(str(row[0]) if row else "")
+    if os.path.realpath(serving) != os.path.realpath(expected):
+        raise ConnectionFailedError(
+            f"--environment local: 127.0.0.1:{port} is another PostgreSQL (data directory {serving}), not this "
+            f"project's ({expected}); nothing was changed: {start_it}"
+        )
 
 
 # libpq reads these when no connection string names a database.
