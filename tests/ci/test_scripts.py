@@ -12,6 +12,7 @@ import pytest
 from scripts import cdk_commands, cdk_report
 from scripts.cdk_commands import what_stays
 from stacks.settings import ENVIRONMENTS
+from tests.aws_setup_mistakes import MISTAKES, aws_home_with
 
 from .conftest import ROOT
 
@@ -68,6 +69,17 @@ def test_no_credentials(script: str, tmp_path: Path) -> None:
     completed = run(script, "testing", environment=environment)
     assert completed.returncode == 1
     assert "no AWS credentials found: run `aws configure`" in one_line_error(completed, script.removesuffix(".sh"))
+
+
+@pytest.mark.parametrize("script", ["deploy.sh", "diff.sh", "destroy.sh"])
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_an_aws_setup_mistake_is_one_line_naming_the_profile_or_file(script: str, mistake: str, tmp_path: Path) -> None:
+    environment, expected = aws_home_with(MISTAKES[mistake], tmp_path / "home", no_aws_environment(tmp_path))
+    completed = run(script, "testing", environment={**environment, "AWS_REGION": "eu-west-1"})
+    assert completed.returncode == 1
+    line = one_line_error(completed, f"{script.removesuffix('.sh')}: ")
+    for text in expected:
+        assert text in line
 
 
 def test_no_region(tmp_path: Path) -> None:
