@@ -53,19 +53,14 @@ def _text(value: str) -> str:
     return value
 
 
-def _seconds(value: str, *, zero_allowed: bool = True) -> float:
+def _seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
-        bound = "0 or more" if zero_allowed else "more than 0"
-        raise argparse.ArgumentTypeError(f"{value!r}: expected {bound} seconds")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 0 or more seconds")
     return seconds
-
-
-def _positive_seconds(value: str) -> float:
-    return _seconds(value, zero_allowed=False)
 
 
 # PostgreSQL's syntax for a time setting: a number and an optional unit (milliseconds without one).
@@ -121,8 +116,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="PostgreSQL lock_timeout for migration SQL (default 5s)")
     parser.add_argument("--statement-timeout", metavar="DURATION", type=_duration,
                         default="10min", help="PostgreSQL statement_timeout for migration SQL (default 10min)")
-    parser.add_argument("--connect-timeout", metavar="SECONDS", type=_positive_seconds,
-                        help="keep retrying the connection this long (default 10 local, 90 otherwise)")
+    parser.add_argument("--connect-timeout", metavar="SECONDS", type=_seconds,
+                        help="keep retrying the connection this long (default 10 for this machine: loopback "
+                        "or a Unix socket; 90 otherwise); 0: one attempt")
     arguments = parser.parse_args(argv)
     if arguments.new is not None:
         ignored = [flag for flag, value in (("--db-uri", arguments.db_uri), ("--environment", arguments.environment),
@@ -217,11 +213,13 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
     from database.migrator.postgres import ConnectSettings
     from stacks.settings import POSTGRES_MAJOR_VERSION
 
+    connect_timeout = target.connect_timeout_seconds if arguments.connect_timeout is None else arguments.connect_timeout
+    renderer.connect_timeout_seconds = connect_timeout
     settings = orchestration.RunnerSettings(
         migrations_dir=migrations_dir,
         connect=ConnectSettings(
             conninfo=target.conninfo,
-            total_timeout_seconds=arguments.connect_timeout or target.connect_timeout_seconds,
+            total_timeout_seconds=connect_timeout,
             lock_timeout=arguments.lock_timeout,
             statement_timeout=arguments.statement_timeout,
         ),

@@ -8,6 +8,7 @@ Any other database is named by an explicit URI (--db-uri or DATABASE_URL).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,10 @@ class Target:
     connect_timeout_seconds: float
 
 
-# Deployed databases may be resuming from auto-pause (up to ~30 s): wait longer for them.
-_REMOTE_CONNECT_TIMEOUT = 90.0
-_LOCAL_CONNECT_TIMEOUT = 10.0
+# Deployed databases may be resuming from auto-pause (up to ~30 s): wait longer for them. A server
+# on this machine is up or not; waiting helps only while it is still starting.
+REMOTE_CONNECT_TIMEOUT = 90.0
+LOCAL_CONNECT_TIMEOUT = 10.0
 DEPLOYED_ENVIRONMENTS = ("testing", "production")
 
 
@@ -125,9 +127,30 @@ def check_conninfo(conninfo: str, source: str) -> str:
         raise UsageError(f"{source} is not a PostgreSQL URI or connection string: {reason} "
                          "(expected postgresql://user:password@host:5432/database)") from None
     port = str(options.get("port") or "")
-    if port and not all(part.isdigit() for part in port.split(",")):
+    if port and not all(part.isdigit() or not part for part in port.split(",")):  # "": a host's default
         raise UsageError(f"{source}: port {port!r} is not a number")
     return conninfo
+
+
+def connect_timeout_for(conninfo: str) -> float:
+    """The local timeout when every host the connection may use is this machine (loopback or a
+    Unix socket, libpq's default when no host is named), the remote one otherwise."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    options = conninfo_to_dict(conninfo)
+    addresses = str(options.get("hostaddr") or os.environ.get("PGHOSTADDR") or "")
+    hosts = addresses or str(options.get("host") or os.environ.get("PGHOST") or "")
+    return LOCAL_CONNECT_TIMEOUT if all(_on_this_machine(host) for host in hosts.split(",")) else REMOTE_CONNECT_TIMEOUT
+
+
+def _on_this_machine(host: str) -> bool:
+    host = host.strip()
+    if not host or host.startswith(("/", "@")) or host == "localhost":  # "": the default Unix socket
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def resolve_target(environment: str | None, db_uri: str | None) -> Target:
@@ -136,9 +159,10 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
     if db_uri is not None and environment is not None:
         raise UsageError("use either --db-uri or --environment, not both")
     if db_uri is not None:
-        return Target(check_conninfo(db_uri, "--db-uri"), _REMOTE_CONNECT_TIMEOUT)
+        conninfo = check_conninfo(db_uri, "--db-uri")
+        return Target(conninfo, connect_timeout_for(conninfo))
     if environment == "local":
-        return Target(local_conninfo(), _LOCAL_CONNECT_TIMEOUT)
+        return Target(local_conninfo(), LOCAL_CONNECT_TIMEOUT)
     if environment in DEPLOYED_ENVIRONMENTS:
         raise UsageError(
             f"--environment {environment}: migrations reach the deployed database through a deploy "
@@ -150,10 +174,10 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
         raise UsageError(f"--environment {environment!r} is not known (known: {known})")
     url = _database_url()
     if url:
-        return Target(url, _REMOTE_CONNECT_TIMEOUT)
+        return Target(url, connect_timeout_for(url))
     if not any(os.environ.get(variable) for variable in _LIBPQ_TARGET_VARIABLES):
         raise UsageError(f"no database given: name one with {_HOW_TO_NAME_A_TARGET}")
-    return Target("", _REMOTE_CONNECT_TIMEOUT)
+    return Target("", connect_timeout_for(""))
 
 
 def _database_url() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -69,6 +70,8 @@ class HumanRenderer:
         self.quiet = quiet
         self.list_all_applied = True  # apply runs show only the latest: a deploy log needs no history
         self.log = log or RunLog()
+        self.connect_timeout_seconds = 0.0  # the run's connection budget, for the wait lines
+        self.connecting_since = time.monotonic()
 
     def _print(self, line: str) -> None:
         """One write per line: print() writes the newline separately, which unbuffered
@@ -93,9 +96,12 @@ class HumanRenderer:
             case Applied(version, milliseconds):
                 self._print(f"✅ Applied: {version} ({milliseconds} ms)")
             case Connecting(target):
+                self.connecting_since = time.monotonic()
                 self._print(f"🔍 Testing database connection... ({target})")
             case ConnectRetry(attempt, delay, reason):
-                self._print(f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s")
+                left = max(0.0, self.connect_timeout_seconds - (time.monotonic() - self.connecting_since))
+                self._print(f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s, "
+                            f"for up to {left:.0f}s more (--connect-timeout 0 stops at once)")
             case Connected(version):
                 self._print(f"✅ Database connection successful (PostgreSQL {version})")
                 for warning in self.log.warnings:
