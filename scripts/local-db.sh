@@ -16,6 +16,7 @@
 # choose another) with its data in /var/lib/pg-schema-deploy/<id> (LOCAL_PG_SERVER_HOMES moves
 # it), a place that user can reach wherever the project is (/root/... included).
 set -euo pipefail
+. "$(dirname "$0")/lib/help.sh"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="${LOCAL_PG_DIR:-$root/.local/postgres}"
 case "$state" in /*) ;; *) state="$PWD/$state" ;; esac
@@ -300,5 +301,5 @@ case "${1:-}" in
   uri) [ -f "$state/port" ] || fail "not created yet; run scripts/local-db.sh start"; uri ;;
   destroy) destroy ;;
   prune) prune ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) usage >&2; exit 2 ;;
 esac

@@ -10,6 +10,7 @@
 #   scripts/synth.sh -c vpc_id=vpc-0123456789abcdef0   # existing VPC: needs credentials (lookup)
 # Set SYNTH_VERBOSE=1 to see the CDK CLI's own output; CDK_OUTDIR to change cdk.out.
 set -euo pipefail
+. "$(dirname "$0")/lib/help.sh"
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh all >&2

@@ -3,6 +3,7 @@
 # PostgreSQL and synthesizes the stacks offline. Installs what it needs first.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/runner -k drift
 set -euo pipefail
+. "$(dirname "$0")/lib/help.sh"
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$PWD/node_modules/.bin:$PATH"

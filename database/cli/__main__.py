@@ -301,14 +301,16 @@ def status_exit_code(status: Status, accepted: frozenset[str]) -> int:
 
 
 def create_migration(directory: Path, description: str, *, as_json: bool) -> int:
-    from database.migrator.discovery import next_migration_path
+    from database.migrator.discovery import SLUG_MAX_CHARS, is_shortened, next_migration_path
 
     stamp = datetime.now(UTC)
     path = next_migration_path(directory, description, stamp.strftime("%Y%m%d%H%M%S"))
     if path.exists():
         raise InvalidMigrationError(f"{shown(str(path))}: already exists")
+    one_line = " ".join(description.split())  # a line break would end the comment and start SQL
+    shortened = is_shortened(description)
     path.write_text(
-        f"-- {path.stem}: {description}\n"
+        f"-- {path.stem}: {one_line}\n"
         f"-- Created {stamp:%Y-%m-%d}. Runs in one transaction together with its tracking row.\n"
         "-- Keep it safe to re-run: IF NOT EXISTS for DDL, ON CONFLICT DO NOTHING for data.\n\n",
         encoding="utf-8",
@@ -316,9 +318,13 @@ def create_migration(directory: Path, description: str, *, as_json: bool) -> int
     if as_json:
         import json
 
-        print(json.dumps({"mode": "new", "ok": True, "path": shown(str(path)), "version": path.stem}))
+        print(json.dumps({"mode": "new", "ok": True, "path": shown(str(path)), "version": path.stem,
+                          "name_shortened": shortened}))
     else:
         print(f"📝 Created {shown(str(path))}")
+        if shortened:
+            print(f"   The name keeps the description's first words (at most {SLUG_MAX_CHARS} characters); "
+                  "the whole description is its first line")
         print("   Write its SQL, then see what would run: scripts/run-migrations.sh --dry-run --environment local")
     return 0
 

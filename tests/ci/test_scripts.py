@@ -82,6 +82,17 @@ def test_an_aws_setup_mistake_is_one_line_naming_the_profile_or_file(script: str
         assert text in line
 
 
+@pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "scripts").glob("*.sh")))
+def test_help_prints_usage_and_does_nothing_else(script: str, tmp_path: Path) -> None:
+    environment = {**no_aws_environment(tmp_path), "CDK_OUTDIR": str(tmp_path / "cdk.out"),
+                   "LOCAL_PG_DIR": str(tmp_path / "postgres")}
+    for flag in ("--help", "-h"):
+        completed = run(script, flag, environment=environment)
+        assert completed.returncode == 0, completed.stderr
+        assert completed.stdout.strip(), f"{script} {flag} printed no usage"
+    assert not (tmp_path / "cdk.out").exists() and not (tmp_path / "postgres").exists()
+
+
 def test_no_region(tmp_path: Path) -> None:
     completed = run("deploy.sh", "testing", environment=no_aws_environment(tmp_path))
     assert completed.returncode == 1
