@@ -151,7 +151,7 @@ class NetworkSettings:
     """The VPC: a new one (default) or an existing one looked up by id."""
 
     vpc_id: str | None = None  # existing VPC (needs CDK_DEFAULT_ACCOUNT/REGION and a context lookup)
-    cidr: str = "10.40.0.0/16"
+    cidr: str = "10.40.0.0/16"  # each environment its own range, so that they can be peered or joined
     max_azs: int = 2  # a DB subnet group needs subnets in two AZs, also for Single-AZ databases
     nat_gateways: int = 0  # NAT costs about $33/month each; the database needs none
 
@@ -272,6 +272,8 @@ TESTING = EnvironmentSettings(
     removal=Removal.DESTROY,
     multi_az=False,
     log_retention_days=7,
+    # Not production's 10.40.0.0/16: the two VPCs can be peered or attached to one transit gateway.
+    network=NetworkSettings(cidr="10.41.0.0/16"),
 )
 
 PRODUCTION = EnvironmentSettings(
@@ -389,4 +391,21 @@ def apply_context(
                 env.migration, secrets_manager_endpoint=_BOOLEAN_CONTEXT_VALUES[value]
             )
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]
+    _check_rds_keys_apply(context, tuple(resolved))
     return tuple(resolved)
+
+
+def _check_rds_keys_apply(context: Mapping[str, object], resolved: tuple[EnvironmentSettings, ...]) -> None:
+    """rds_instance_class only shapes the rds-free flavour: set for an environment that runs Aurora
+    (or, as the plain key, for none that runs rds-free) it would be ignored silently."""
+    aurora = [env.name for env in resolved if env.flavour is Flavour.AURORA_SERVERLESS]
+    keys = [(f"rds_instance_class.{name}", [name], f"database.{name}") for name in aurora]
+    if len(aurora) == len(resolved):
+        keys.append(("rds_instance_class", aurora, "database"))
+    for key, names, flag in keys:
+        if context.get(key):
+            raise ContextError(
+                f"context key {key!r} applies to the {Flavour.RDS_FREE} flavour, but {' and '.join(names)} "
+                f"run{'s' if len(names) == 1 else ''} {Flavour.AURORA_SERVERLESS}: add -c {flag}={Flavour.RDS_FREE} "
+                "or drop the key"
+            )
