@@ -1,6 +1,6 @@
 """Benchmark the deploy-time migration asset (not a test: it prints figures, never fails on one).
 
-    .venv/bin/python -P scripts/benchmark_lambda.py [--reps 7] [--json out.json]
+    .venv/bin/python -P benchmarks/lambda_asset.py [--reps 7] [--json out.json]
 
 Prints, against baselines measured in the same run:
   size     the asset folder and its zip (deflate, as CDK uploads it), target under 10 MB zipped

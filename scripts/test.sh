@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$PWD/node_modules/.bin:$PATH"
 .venv/bin/ruff check .
-.venv/bin/mypy database stacks app.py tests
-.venv/bin/mypy -p scripts
+.venv/bin/mypy database stacks benchmarks app.py tests
 MYPYPATH=lambda .venv/bin/mypy -p schema_migrations   # the deploy-time handlers (lambda/ is no package name)
 .venv/bin/pytest "$@"

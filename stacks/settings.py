@@ -1,8 +1,8 @@
 """Typed per-environment settings: the one place that says what each environment deploys.
 
-Pure Python on purpose (no aws_cdk import): the migration runner imports ``POSTGRES_VERSION`` /
-``POSTGRES_MAJOR_VERSION`` from here to compare the local server with the deployed one, and the CDK
-constructs translate these plain values into CDK types themselves.
+Pure Python on purpose (no aws_cdk import): tools and tests read it without loading the CDK, and the
+CDK constructs translate these plain values into CDK types themselves. The PostgreSQL version comes
+from database/postgres_version.py, which the runner reads too.
 
 Command-line overrides (``cdk synth -c KEY=VALUE``) are resolved by :func:`apply_context`; every key
 also exists per environment as ``KEY.<environment>`` (for example ``-c database.testing=rds-free``),
@@ -17,11 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-# One PostgreSQL version for both flavours. 17.9 exists for Aurora PostgreSQL and for RDS for
-# PostgreSQL in aws-cdk-lib 2.275 (AuroraPostgresEngineVersion.VER_17_9 / PostgresEngineVersion.VER_17_9),
-# and every Aurora PostgreSQL 17 minor supports Serverless v2 scale to zero (0 ACU with auto-pause).
-POSTGRES_VERSION = "17.9"
-POSTGRES_MAJOR_VERSION = int(POSTGRES_VERSION.split(".")[0])
+from database.postgres_version import POSTGRES_MAJOR_VERSION, POSTGRES_VERSION
+
+__all__ = ["POSTGRES_MAJOR_VERSION", "POSTGRES_VERSION"]  # re-exported: the stacks' settings name their engine
+
 
 PROJECT_NAME = "PgSchemaDeploy"
 DATABASE_USER = "webapp"

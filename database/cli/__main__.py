@@ -211,7 +211,7 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
 
     from database.migrator import orchestration
     from database.migrator.postgres import ConnectSettings
-    from stacks.settings import POSTGRES_MAJOR_VERSION
+    from database.postgres_version import POSTGRES_MAJOR_VERSION
 
     connect_timeout = target.connect_timeout_seconds if arguments.connect_timeout is None else arguments.connect_timeout
     renderer.connect_timeout_seconds = connect_timeout
@@ -268,7 +268,7 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
     renderer.announce(f"🔍 Asking the deployed {arguments.environment} environment (stack PgSchemaDeploy-"
                       f"{arguments.environment}, its migration function) for its status...")
     deployed = read_deployed_status(arguments.environment, mode)
-    from stacks.settings import POSTGRES_MAJOR_VERSION
+    from database.postgres_version import POSTGRES_MAJOR_VERSION
 
     renderer.log.deployed_major = POSTGRES_MAJOR_VERSION  # an engine upgrade in one environment shows
     sink = collector.event if arguments.json else renderer.event

@@ -53,7 +53,8 @@ class RunLog:
                 if self.deployed_major is not None and major != self.deployed_major:
                     self.warnings.append(
                         f"PostgreSQL {major} here differs from the deployed PostgreSQL {self.deployed_major} "
-                        "(POSTGRES_VERSION in stacks/settings.py): features of either may not exist in the other"
+                        "(POSTGRES_VERSION in database/postgres_version.py): features of either may not exist in "
+                        "the other"
                     )
             case Applied(version, _):
                 self.applied.append(version)

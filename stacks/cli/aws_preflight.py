@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from database.cli.aws_setup import setup_problem
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QUALIFIER = "hnb659fds"
 # The synthesized templates' CheckBootstrapVersion rule rejects older bootstraps.
 MINIMUM_BOOTSTRAP_VERSION = 6

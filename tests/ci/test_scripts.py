@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import cdk_commands, cdk_report
-from scripts.cdk_commands import what_stays
+from stacks.cli import cdk_commands, cdk_report
+from stacks.cli.cdk_commands import what_stays
 from stacks.settings import ENVIRONMENTS
 from tests.aws_setup_mistakes import MISTAKES, aws_home_with
 

