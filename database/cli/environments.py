@@ -8,7 +8,6 @@ Any other database is named by an explicit URI (--db-uri or DATABASE_URL).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +143,8 @@ def connect_timeout_for(conninfo: str) -> float:
 
 
 def _on_this_machine(host: str) -> bool:
+    import ipaddress  # here: the deploy-time function imports this module for `shown` alone
+
     host = host.strip()
     if not host or host.startswith(("/", "@")) or host == "localhost":  # "": the default Unix socket
         return True
