@@ -71,7 +71,8 @@ class HumanRenderer:
         self.quiet = quiet
         self.list_all_applied = True  # apply runs show only the latest: a deploy log needs no history
         self.log = log or RunLog()
-        self.connect_timeout_seconds = 0.0  # the run's connection budget, for the wait lines
+        # The CLI's connection budget: its wait lines say how much is left and how to stop at once.
+        self.connect_timeout_seconds: float | None = None
         self.connecting_since = time.monotonic()
 
     def _print(self, line: str) -> None:
@@ -100,9 +101,11 @@ class HumanRenderer:
                 self.connecting_since = time.monotonic()
                 self._print(f"🔍 Testing database connection... ({target})")
             case ConnectRetry(attempt, delay, reason):
-                left = max(0.0, self.connect_timeout_seconds - (time.monotonic() - self.connecting_since))
-                self._print(f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s, "
-                            f"for up to {left:.0f}s more (--connect-timeout 0 stops at once)")
+                line = f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s"
+                if self.connect_timeout_seconds is not None:
+                    left = max(0.0, self.connect_timeout_seconds - (time.monotonic() - self.connecting_since))
+                    line += f", for up to {left:.0f}s more (--connect-timeout 0 stops at once)"
+                self._print(line)
             case Connected(version):
                 self._print(f"✅ Database connection successful (PostgreSQL {version})")
                 for warning in self.log.warnings:
