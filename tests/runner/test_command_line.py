@@ -305,11 +305,11 @@ def test_paths_inside_the_project_are_shown_relative_to_it(
 def test_version_warning_once_and_in_json(
     database_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import stacks.settings
+    import database.postgres_version
 
     with psycopg.connect(database_uri) as connection:
         server_major = connection.info.server_version // 10000
-    monkeypatch.setattr(stacks.settings, "POSTGRES_MAJOR_VERSION", server_major + 1)
+    monkeypatch.setattr(database.postgres_version, "POSTGRES_MAJOR_VERSION", server_major + 1)
     directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
 
     assert cli.main(["--db-uri", database_uri, "--migrations-dir", str(directory)]) == 0
