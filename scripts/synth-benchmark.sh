@@ -6,4 +6,4 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/setup.sh" all >&2
-exec "$root/.venv/bin/python" -P "$root/scripts/synth_benchmark.py" "$@"
+exec "$root/.venv/bin/python" -P "$root/benchmarks/synth.py" "$@"

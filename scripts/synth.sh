@@ -10,6 +10,7 @@
 #   scripts/synth.sh -c vpc_id=vpc-0123456789abcdef0   # existing VPC: needs credentials (lookup)
 # Set SYNTH_VERBOSE=1 to see the CDK CLI's own output; CDK_OUTDIR to change cdk.out.
 set -euo pipefail
+. "$(dirname "$0")/lib/help.sh"
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh all >&2
@@ -33,12 +34,23 @@ fi
 end=$(date +%s%N)
 [ "${SYNTH_VERBOSE:-0}" = 1 ] && cat "$log" >&2
 
+# The stacks; and asset folders no asset manifest references any more are deleted: cdk synth never
+# removes them, and every change of the migrations or handlers leaves the old Lambda asset behind.
 stacks=$(.venv/bin/python - "$outdir" <<'PY'
-import json, sys
-manifest = json.load(open(f"{sys.argv[1]}/manifest.json"))
+import json, pathlib, shutil, sys
+outdir = pathlib.Path(sys.argv[1])
+manifest = json.loads((outdir / "manifest.json").read_text())
+used = set()
 for name, artifact in manifest["artifacts"].items():
     if artifact["type"] == "aws:cloudformation:stack":
         print(f"  {artifact.get('displayName', name)}  ({artifact['properties']['templateFile']})")
+    if artifact["type"] == "cdk:asset-manifest":
+        assets = json.loads((outdir / artifact["properties"]["file"]).read_text())
+        used |= {asset["source"]["path"] for asset in assets.get("files", {}).values()}
+        used |= {image["source"]["directory"] for image in assets.get("dockerImages", {}).values()}
+for stale in outdir.glob("asset.*"):
+    if stale.name not in used:
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 PY
 )
 echo "synth: $(printf '%s\n' "$stacks" | grep -c .) stack(s) in $outdir/, cdk-nag clean:"

@@ -1,8 +1,8 @@
 """Typed per-environment settings: the one place that says what each environment deploys.
 
-Pure Python on purpose (no aws_cdk import): the migration runner imports ``POSTGRES_VERSION`` /
-``POSTGRES_MAJOR_VERSION`` from here to compare the local server with the deployed one, and the CDK
-constructs translate these plain values into CDK types themselves.
+Pure Python on purpose (no aws_cdk import): tools and tests read it without loading the CDK, and the
+CDK constructs translate these plain values into CDK types themselves. The PostgreSQL version comes
+from database/postgres_version.py, which the runner reads too.
 
 Command-line overrides (``cdk synth -c KEY=VALUE``) are resolved by :func:`apply_context`; every key
 also exists per environment as ``KEY.<environment>`` (for example ``-c database.testing=rds-free``),
@@ -18,19 +18,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
-# One PostgreSQL version for both flavours. 17.9 exists for Aurora PostgreSQL and for RDS for
-# PostgreSQL in aws-cdk-lib 2.275 (AuroraPostgresEngineVersion.VER_17_9 / PostgresEngineVersion.VER_17_9),
-# and every Aurora PostgreSQL 17 minor supports Serverless v2 scale to zero (0 ACU with auto-pause).
-POSTGRES_VERSION = "17.9"
-POSTGRES_MAJOR_VERSION = int(POSTGRES_VERSION.split(".")[0])
+from database.access import APPLICATION_ROLE, READONLY_ROLE
+from database.postgres_version import POSTGRES_MAJOR_VERSION, POSTGRES_VERSION
+
+# Re-exported: the stacks' settings name their engine and the logins' default names.
+__all__ = ["APPLICATION_ROLE", "POSTGRES_MAJOR_VERSION", "POSTGRES_VERSION", "READONLY_ROLE"]
+
 
 PROJECT_NAME = "PgSchemaDeploy"
 DATABASE_USER = "webapp"
 DATABASE_PORT = 5432
-# The logins applications use (IAM authentication only) and the days between RDS's rotations of the
-# master password; both per environment in DatabaseAccess.
-APPLICATION_ROLE = "webapp_app"
-READONLY_ROLE = "webapp_readonly"
+# The days between RDS's rotations of the master password, per environment in DatabaseAccess (as are
+# the logins applications use, APPLICATION_ROLE and READONLY_ROLE by default).
 MASTER_PASSWORD_ROTATION_DAYS = 7
 
 # Instance classes the rds-free flavour accepts: the Single-AZ micro classes of the RDS free tier.
@@ -165,7 +164,7 @@ class NetworkSettings:
     """The VPC: a new one (default) or an existing one looked up by id."""
 
     vpc_id: str | None = None  # existing VPC (needs CDK_DEFAULT_ACCOUNT/REGION and a context lookup)
-    cidr: str = "10.40.0.0/16"
+    cidr: str = "10.40.0.0/16"  # each environment its own range, so that they can be peered or joined
     max_azs: int = 2  # a DB subnet group needs subnets in two AZs, also for Single-AZ databases
     nat_gateways: int = 0  # NAT costs about $33/month each; the database needs none
 
@@ -324,6 +323,8 @@ TESTING = EnvironmentSettings(
     removal=Removal.DESTROY,
     multi_az=False,
     log_retention_days=7,
+    # Not production's 10.40.0.0/16: the two VPCs can be peered or attached to one transit gateway.
+    network=NetworkSettings(cidr="10.41.0.0/16"),
 )
 
 PRODUCTION = EnvironmentSettings(
@@ -455,4 +456,21 @@ def apply_context(
         if migration:
             changes["migration"] = dataclasses.replace(env.migration, **migration)  # type: ignore[arg-type]
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]
+    _check_rds_keys_apply(context, tuple(resolved))
     return tuple(resolved)
+
+
+def _check_rds_keys_apply(context: Mapping[str, object], resolved: tuple[EnvironmentSettings, ...]) -> None:
+    """rds_instance_class only shapes the rds-free flavour: set for an environment that runs Aurora
+    (or, as the plain key, for none that runs rds-free) it would be ignored silently."""
+    aurora = [env.name for env in resolved if env.flavour is Flavour.AURORA_SERVERLESS]
+    keys = [(f"rds_instance_class.{name}", [name], f"database.{name}") for name in aurora]
+    if len(aurora) == len(resolved):
+        keys.append(("rds_instance_class", aurora, "database"))
+    for key, names, flag in keys:
+        if context.get(key):
+            raise ContextError(
+                f"context key {key!r} applies to the {Flavour.RDS_FREE} flavour, but {' and '.join(names)} "
+                f"run{'s' if len(names) == 1 else ''} {Flavour.AURORA_SERVERLESS}: add -c {flag}={Flavour.RDS_FREE} "
+                "or drop the key"
+            )

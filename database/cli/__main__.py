@@ -53,19 +53,14 @@ def _text(value: str) -> str:
     return value
 
 
-def _seconds(value: str, *, zero_allowed: bool = True) -> float:
+def _seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
-        bound = "0 or more" if zero_allowed else "more than 0"
-        raise argparse.ArgumentTypeError(f"{value!r}: expected {bound} seconds")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 0 or more seconds")
     return seconds
-
-
-def _positive_seconds(value: str) -> float:
-    return _seconds(value, zero_allowed=False)
 
 
 # PostgreSQL's syntax for a time setting: a number and an optional unit (milliseconds without one).
@@ -124,8 +119,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="PostgreSQL lock_timeout for migration SQL (default 5s)")
     parser.add_argument("--statement-timeout", metavar="DURATION", type=_duration,
                         default="10min", help="PostgreSQL statement_timeout for migration SQL (default 10min)")
-    parser.add_argument("--connect-timeout", metavar="SECONDS", type=_positive_seconds,
-                        help="keep retrying the connection this long (default 10 local, 90 otherwise)")
+    parser.add_argument("--connect-timeout", metavar="SECONDS", type=_seconds,
+                        help="keep retrying the connection this long (default 10 for this machine: loopback "
+                        "or a Unix socket; 90 otherwise); 0: one attempt")
     arguments = parser.parse_args(argv)
     if arguments.new is not None:
         ignored = [flag for flag, value in (("--db-uri", arguments.db_uri), ("--environment", arguments.environment),
@@ -222,13 +218,15 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
     from database.migrator import orchestration
     from database.migrator.postgres import ConnectSettings
     from database.migrator.schema_state import drift_check
-    from stacks.settings import POSTGRES_MAJOR_VERSION
+    from database.postgres_version import POSTGRES_MAJOR_VERSION
 
+    connect_timeout = target.connect_timeout_seconds if arguments.connect_timeout is None else arguments.connect_timeout
+    renderer.connect_timeout_seconds = connect_timeout
     settings = orchestration.RunnerSettings(
         migrations_dir=migrations_dir,
         connect=ConnectSettings(
             conninfo=target.conninfo,
-            total_timeout_seconds=arguments.connect_timeout or target.connect_timeout_seconds,
+            total_timeout_seconds=connect_timeout,
             lock_timeout=arguments.lock_timeout,
             statement_timeout=arguments.statement_timeout,
         ),
@@ -283,7 +281,7 @@ def _refresh_local_snapshot(conninfo: str, migrations_dir: Path, applied: bool) 
     (or it does not exist yet). Returns (the path written, or None; a warning, or None): the apply
     itself succeeded, so a snapshot that cannot be made is a warning, not a failure."""
     from database.cli.snapshot import SnapshotError, dump_schema, snapshot_path, write_snapshot
-    from stacks.settings import POSTGRES_MAJOR_VERSION
+    from database.postgres_version import POSTGRES_MAJOR_VERSION
 
     path = snapshot_path(migrations_dir)
     if not applied and path.exists():
@@ -311,7 +309,7 @@ def run_dump_schema(arguments: argparse.Namespace, renderer: HumanRenderer, coll
             "The snapshot of the migrations themselves comes from --environment local"
         )
     from database.cli.snapshot import dump_schema, snapshot_path, write_snapshot
-    from stacks.settings import POSTGRES_MAJOR_VERSION
+    from database.postgres_version import POSTGRES_MAJOR_VERSION
 
     destination = arguments.dump_schema or str(snapshot_path(_migrations_dir(arguments)))
     if destination == "-" and arguments.json:
@@ -353,7 +351,7 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
     renderer.announce(f"🔍 Asking the deployed {arguments.environment} environment (stack PgSchemaDeploy-"
                       f"{arguments.environment}, its migration function) for its status...")
     deployed = read_deployed_status(arguments.environment, mode)
-    from stacks.settings import POSTGRES_MAJOR_VERSION
+    from database.postgres_version import POSTGRES_MAJOR_VERSION
 
     renderer.log.deployed_major = POSTGRES_MAJOR_VERSION  # an engine upgrade in one environment shows
     sink = collector.event if arguments.json else renderer.event
@@ -386,14 +384,16 @@ def status_exit_code(status: Status, accepted: frozenset[str]) -> int:
 
 
 def create_migration(directory: Path, description: str, *, as_json: bool) -> int:
-    from database.migrator.discovery import next_migration_path
+    from database.migrator.discovery import SLUG_MAX_CHARS, is_shortened, next_migration_path
 
     stamp = datetime.now(UTC)
     path = next_migration_path(directory, description, stamp.strftime("%Y%m%d%H%M%S"))
     if path.exists():
         raise InvalidMigrationError(f"{shown(str(path))}: already exists")
+    one_line = " ".join(description.split())  # a line break would end the comment and start SQL
+    shortened = is_shortened(description)
     path.write_text(
-        f"-- {path.stem}: {description}\n"
+        f"-- {path.stem}: {one_line}\n"
         f"-- Created {stamp:%Y-%m-%d}. Runs in one transaction together with its tracking row.\n"
         "-- Keep it safe to re-run: IF NOT EXISTS for DDL, ON CONFLICT DO NOTHING for data.\n\n",
         encoding="utf-8",
@@ -401,9 +401,13 @@ def create_migration(directory: Path, description: str, *, as_json: bool) -> int
     if as_json:
         import json
 
-        print(json.dumps({"mode": "new", "ok": True, "path": shown(str(path)), "version": path.stem}))
+        print(json.dumps({"mode": "new", "ok": True, "path": shown(str(path)), "version": path.stem,
+                          "name_shortened": shortened}))
     else:
         print(f"📝 Created {shown(str(path))}")
+        if shortened:
+            print(f"   The name keeps the description's first words (at most {SLUG_MAX_CHARS} characters); "
+                  "the whole description is its first line")
         print("   Write its SQL, then see what would run: scripts/run-migrations.sh --dry-run --environment local")
     return 0
 

@@ -50,14 +50,18 @@ class _RemoteError(MigrationError):
 def read_deployed_status(environment: str, mode: str) -> DeployedStatus:
     """Ask the environment's deployed migration function for its status (``mode``: status or dry-run)."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 
+    from database.cli.aws_setup import setup_problem
     from database.migrator.report import status_from_dict
 
     stack = f"{STACK_PREFIX}{environment}"
-    # AWS_REGION first, as the CDK CLI and scripts/deploy.sh read it; then the SDK's own sources.
-    session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
-    region = session.region_name
+    try:
+        # AWS_REGION first, as the CDK CLI and scripts/deploy.sh read it; then the SDK's own sources.
+        session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+        region = session.region_name
+    except BotoCoreError as error:  # a missing profile or a malformed config file
+        raise DeployedEnvironmentError(f"--environment {environment}: {setup_problem(error) or error}") from None
     if not region:
         raise DeployedEnvironmentError(
             f"--environment {environment}: no AWS region configured; set AWS_REGION (or a profile's region) "
@@ -69,15 +73,11 @@ def read_deployed_status(environment: str, mode: str) -> DeployedStatus:
             FunctionName=function_name, InvocationType="RequestResponse", Payload=json.dumps({"action": mode})
         )
         answer = json.loads(response["Payload"].read())
-    except NoCredentialsError:
-        raise DeployedEnvironmentError(
-            f"--environment {environment}: no AWS credentials found; sign in (aws sso login, AWS_PROFILE, ...) "
-            "to read the deployed database's status"
-        ) from None
     except ClientError as error:
         raise DeployedEnvironmentError(_client_error_message(error, environment, stack, region)) from None
     except (BotoCoreError, ValueError) as error:
-        raise DeployedEnvironmentError(f"--environment {environment}: AWS request failed: {error}") from None
+        reason = setup_problem(error) or f"AWS request failed: {error}"
+        raise DeployedEnvironmentError(f"--environment {environment}: {reason}") from None
     if response.get("FunctionError"):
         message = answer.get("errorMessage", answer) if isinstance(answer, dict) else answer
         raise DeployedEnvironmentError(f"the migration function {function_name} failed: {message}")

@@ -9,7 +9,6 @@ Any other database is named by an explicit URI (--db-uri or DATABASE_URL).
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +33,10 @@ class Target:
     connect_timeout_seconds: float
 
 
-# Deployed databases may be resuming from auto-pause (up to ~30 s): wait longer for them.
-_REMOTE_CONNECT_TIMEOUT = 90.0
-_LOCAL_CONNECT_TIMEOUT = 10.0
+# Deployed databases may be resuming from auto-pause (up to ~30 s): wait longer for them. A server
+# on this machine is up or not; waiting helps only while it is still starting.
+REMOTE_CONNECT_TIMEOUT = 90.0
+LOCAL_CONNECT_TIMEOUT = 10.0
 DEPLOYED_ENVIRONMENTS = ("testing", "production")
 
 
@@ -50,10 +50,17 @@ def shown(text: str) -> str:
     return text.replace(f"{PROJECT_ROOT}/", "")
 
 
+def local_data_directory(state: Path) -> Path:
+    """The cluster scripts/local-db.sh made for ``state``: as root it lives elsewhere and is recorded."""
+    recorded = state / "datadir"
+    return Path(recorded.read_text().strip()) if recorded.is_file() else state / "data"
+
+
 def local_conninfo() -> str:
-    """URI of the project-local server; its port is chosen when scripts/local-db.sh creates it.
-    A stopped server is reported at once (nothing listens on its port): no point retrying."""
-    port_file = local_state_dir() / "port"
+    """URI of the project-local server, once what answers on its recorded port is known to be it:
+    two clones (or LOCAL_PG_DIRs) may have recorded the same port, and only one runs at a time."""
+    state = local_state_dir()
+    port_file = state / "port"
     if not port_file.is_file():
         raise UsageError(
             "--environment local: the project-local PostgreSQL has not been created; "
@@ -63,15 +70,7 @@ def local_conninfo() -> str:
     if not port.isdigit():
         raise UsageError(f"--environment local: {port_file} does not hold a port number; "
                          "recreate the server with scripts/local-db.sh destroy && scripts/local-db.sh start")
-    try:
-        socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
-    except ConnectionRefusedError:
-        raise ConnectionFailedError(
-            f"could not connect: --environment local: the project-local PostgreSQL is not running (nothing "
-            f"listens on 127.0.0.1:{port}); start it with scripts/local-db.sh start"
-        ) from None
-    except OSError:
-        pass  # slow or odd: let the connection attempts (and their retries) say what is wrong
+    _check_local_server(int(port), local_data_directory(state))
     return f"postgresql://postgres@127.0.0.1:{port}/{LOCAL_DATABASE}"
 
 
@@ -88,22 +87,52 @@ def ensure_local_roles(conninfo: str) -> list[str]:
     with a plain rds_iam role standing in for RDS's; the statements it ran."""
     import psycopg
 
+    from database.access import APPLICATION_ROLE, READONLY_ROLE
     from database.migrator.roles import AccessRoles, ensure_iam_stand_in, ensure_roles
-    from stacks.settings import APPLICATION_ROLE, READONLY_ROLE
 
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=int(_LOCAL_CONNECT_TIMEOUT)) as connection:
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=int(LOCAL_CONNECT_TIMEOUT)) as connection:
         ensure_iam_stand_in(connection)
         return ensure_roles(connection, AccessRoles(APPLICATION_ROLE, READONLY_ROLE))
 
 
 def local_roles_summary(conninfo: str) -> str:
     """What `--environment local` shows after an apply, and scripts/local-db.sh after a start."""
-    from stacks.settings import APPLICATION_ROLE, READONLY_ROLE
+    from database.access import APPLICATION_ROLE, READONLY_ROLE
 
     return (
         f"🔑 Application login: {local_application_uri(conninfo, APPLICATION_ROLE)} "
         f"(read-only: {READONLY_ROLE})"
     )
+
+
+def _check_local_server(port: int, expected: Path) -> None:
+    """Stops (exit 3) unless the server on 127.0.0.1:``port`` serves the data directory ``expected``.
+    One attempt: a local server that is up answers at once, and a stopped one is not waited for."""
+    import psycopg
+
+    start_it = "start this project's server with scripts/local-db.sh start (it moves to a free port if needed)"
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                             connect_timeout=2, autocommit=True) as connection:
+            row = connection.execute("SHOW data_directory").fetchone()
+    except psycopg.OperationalError as error:
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        if "refused" in text.lower():
+            raise ConnectionFailedError(
+                f"could not connect: --environment local: the project-local PostgreSQL is not running (nothing "
+                f"listens on 127.0.0.1:{port}); start it with scripts/local-db.sh start"
+            ) from None
+        raise ConnectionFailedError(
+            f"could not connect: --environment local: 127.0.0.1:{port} does not answer as the project-local "
+            f"PostgreSQL ({reason}); {start_it}"
+        ) from None
+    serving = Path(str(row[0]) if row else "")
+    if os.path.realpath(serving) != os.path.realpath(expected):
+        raise ConnectionFailedError(
+            f"--environment local: 127.0.0.1:{port} is another PostgreSQL (data directory {serving}), not this "
+            f"project's ({expected}); nothing was changed: {start_it}"
+        )
 
 
 # libpq reads these when no connection string names a database.
@@ -128,9 +157,32 @@ def check_conninfo(conninfo: str, source: str) -> str:
         raise UsageError(f"{source} is not a PostgreSQL URI or connection string: {reason} "
                          "(expected postgresql://user:password@host:5432/database)") from None
     port = str(options.get("port") or "")
-    if port and not all(part.isdigit() for part in port.split(",")):
+    if port and not all(part.isdigit() or not part for part in port.split(",")):  # "": a host's default
         raise UsageError(f"{source}: port {port!r} is not a number")
     return conninfo
+
+
+def connect_timeout_for(conninfo: str) -> float:
+    """The local timeout when every host the connection may use is this machine (loopback or a
+    Unix socket, libpq's default when no host is named), the remote one otherwise."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    options = conninfo_to_dict(conninfo)
+    addresses = str(options.get("hostaddr") or os.environ.get("PGHOSTADDR") or "")
+    hosts = addresses or str(options.get("host") or os.environ.get("PGHOST") or "")
+    return LOCAL_CONNECT_TIMEOUT if all(_on_this_machine(host) for host in hosts.split(",")) else REMOTE_CONNECT_TIMEOUT
+
+
+def _on_this_machine(host: str) -> bool:
+    import ipaddress  # here: the deploy-time function imports this module for `shown` alone
+
+    host = host.strip()
+    if not host or host.startswith(("/", "@")) or host == "localhost":  # "": the default Unix socket
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def resolve_target(environment: str | None, db_uri: str | None) -> Target:
@@ -139,9 +191,10 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
     if db_uri is not None and environment is not None:
         raise UsageError("use either --db-uri or --environment, not both")
     if db_uri is not None:
-        return Target(check_conninfo(db_uri, "--db-uri"), _REMOTE_CONNECT_TIMEOUT)
+        conninfo = check_conninfo(db_uri, "--db-uri")
+        return Target(conninfo, connect_timeout_for(conninfo))
     if environment == "local":
-        return Target(local_conninfo(), _LOCAL_CONNECT_TIMEOUT)
+        return Target(local_conninfo(), LOCAL_CONNECT_TIMEOUT)
     if environment in DEPLOYED_ENVIRONMENTS:
         raise UsageError(
             f"--environment {environment}: migrations reach the deployed database through a deploy "
@@ -153,10 +206,10 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
         raise UsageError(f"--environment {environment!r} is not known (known: {known})")
     url = _database_url()
     if url:
-        return Target(url, _REMOTE_CONNECT_TIMEOUT)
+        return Target(url, connect_timeout_for(url))
     if not any(os.environ.get(variable) for variable in _LIBPQ_TARGET_VARIABLES):
         raise UsageError(f"no database given: name one with {_HOW_TO_NAME_A_TARGET}")
-    return Target("", _REMOTE_CONNECT_TIMEOUT)
+    return Target("", connect_timeout_for(""))
 
 
 def _database_url() -> str | None:

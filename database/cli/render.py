@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -58,7 +59,8 @@ class RunLog:
                 if self.deployed_major is not None and major != self.deployed_major:
                     self.warnings.append(
                         f"PostgreSQL {major} here differs from the deployed PostgreSQL {self.deployed_major} "
-                        "(POSTGRES_VERSION in stacks/settings.py): features of either may not exist in the other"
+                        "(POSTGRES_VERSION in database/postgres_version.py): features of either may not exist in "
+                        "the other"
                     )
             case Applied(version, _):
                 self.applied.append(version)
@@ -75,6 +77,9 @@ class HumanRenderer:
         self.quiet = quiet
         self.list_all_applied = True  # apply runs show only the latest: a deploy log needs no history
         self.log = log or RunLog()
+        # The CLI's connection budget: its wait lines say how much is left and how to stop at once.
+        self.connect_timeout_seconds: float | None = None
+        self.connecting_since = time.monotonic()
 
     def _print(self, line: str) -> None:
         """One write per line: print() writes the newline separately, which unbuffered
@@ -99,9 +104,14 @@ class HumanRenderer:
             case Applied(version, milliseconds):
                 self._print(f"✅ Applied: {version} ({milliseconds} ms)")
             case Connecting(target):
+                self.connecting_since = time.monotonic()
                 self._print(f"🔍 Testing database connection... ({target})")
             case ConnectRetry(attempt, delay, reason):
-                self._print(f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s")
+                line = f"⏳ Database not reachable yet (attempt {attempt}: {reason}); retrying in {delay}s"
+                if self.connect_timeout_seconds is not None:
+                    left = max(0.0, self.connect_timeout_seconds - (time.monotonic() - self.connecting_since))
+                    line += f", for up to {left:.0f}s more (--connect-timeout 0 stops at once)"
+                self._print(line)
             case Connected(version):
                 self._print(f"✅ Database connection successful (PostgreSQL {version})")
                 for warning in self.log.warnings:

@@ -104,7 +104,7 @@ def next_migration_path(directory: Path, description: str, timestamp: str) -> Pa
     Sequential directories get the next number at the existing width (at least 3 digits);
     directories that already use timestamp prefixes (12+ digits) get `timestamp`.
     """
-    slug = _slug(description)
+    slug = _shortened(_slug(description))
     # Names only: the newest migration may still be the unfinished, comment-only file `new` wrote.
     existing = discover(directory)
     widths = [len(m.version.split("_", 1)[0]) for m in existing]
@@ -140,6 +140,23 @@ def _slug(description: str) -> str:
     if not slug:
         raise InvalidMigrationError(f"migration description {description!r} has no letters or digits")
     return slug
+
+
+def is_shortened(description: str) -> bool:
+    """Whether a new migration's file name leaves part of ``description`` out."""
+    return len(_slug(description)) > SLUG_MAX_CHARS
+
+
+# Longer descriptions are cut at a word: a name stays readable in a listing and far below the
+# 255 bytes file systems allow (a 300-character description would not fit).
+SLUG_MAX_CHARS = 60
+
+
+def _shortened(slug: str) -> str:
+    if len(slug) <= SLUG_MAX_CHARS:
+        return slug
+    cut = slug.rfind("_", 0, SLUG_MAX_CHARS + 1)
+    return slug[:cut] if cut > 0 else slug[:SLUG_MAX_CHARS]
 
 
 # Letters NFKD does not decompose into a base letter plus accents.

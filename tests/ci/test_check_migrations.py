@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.check_migrations import check
+from database.cli.check_migrations import check
 
 from .conftest import ROOT
 
@@ -55,7 +55,7 @@ def run_script(repo: Path) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}
     environment["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", "--base", "main"],
+        [str(ROOT / ".venv/bin/python"), "-m", "database.cli.check_migrations", "--base", "main"],
         cwd=repo,
         env=environment,
         capture_output=True,
@@ -130,7 +130,7 @@ def test_a_number_below_the_targets_newest_is_a_warning(repo: Path) -> None:
 def test_an_unknown_base_is_a_one_line_error(repo: Path) -> None:
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     completed = subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", "--base", "origin/nope"],
+        [str(ROOT / ".venv/bin/python"), "-m", "database.cli.check_migrations", "--base", "origin/nope"],
         cwd=repo,
         env=environment,
         capture_output=True,
@@ -146,7 +146,7 @@ def test_in_github_actions_problems_are_annotations_and_a_summary(repo: Path, tm
     summary = tmp_path / "summary.md"
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
     completed = subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", "--base", "main"],
+        [str(ROOT / ".venv/bin/python"), "-m", "database.cli.check_migrations", "--base", "main"],
         cwd=repo,
         env=environment,
         capture_output=True,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts import cdk_commands, cdk_report
-from scripts.cdk_commands import what_stays
+from stacks.cli import cdk_commands, cdk_report
+from stacks.cli.cdk_commands import what_stays
 from stacks.settings import ENVIRONMENTS
+from tests.aws_setup_mistakes import MISTAKES, aws_home_with
 
 from .conftest import ROOT
 
@@ -68,6 +69,28 @@ def test_no_credentials(script: str, tmp_path: Path) -> None:
     completed = run(script, "testing", environment=environment)
     assert completed.returncode == 1
     assert "no AWS credentials found: run `aws configure`" in one_line_error(completed, script.removesuffix(".sh"))
+
+
+@pytest.mark.parametrize("script", ["deploy.sh", "diff.sh", "destroy.sh"])
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_an_aws_setup_mistake_is_one_line_naming_the_profile_or_file(script: str, mistake: str, tmp_path: Path) -> None:
+    environment, expected = aws_home_with(MISTAKES[mistake], tmp_path / "home", no_aws_environment(tmp_path))
+    completed = run(script, "testing", environment={**environment, "AWS_REGION": "eu-west-1"})
+    assert completed.returncode == 1
+    line = one_line_error(completed, f"{script.removesuffix('.sh')}: ")
+    for text in expected:
+        assert text in line
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "scripts").glob("*.sh")))
+def test_help_prints_usage_and_does_nothing_else(script: str, tmp_path: Path) -> None:
+    environment = {**no_aws_environment(tmp_path), "CDK_OUTDIR": str(tmp_path / "cdk.out"),
+                   "LOCAL_PG_DIR": str(tmp_path / "postgres")}
+    for flag in ("--help", "-h"):
+        completed = run(script, flag, environment=environment)
+        assert completed.returncode == 0, completed.stderr
+        assert completed.stdout.strip(), f"{script} {flag} printed no usage"
+    assert not (tmp_path / "cdk.out").exists() and not (tmp_path / "postgres").exists()
 
 
 def test_no_region(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from schema_migrations import deploy
 
-from stacks.settings import POSTGRES_VERSION
+from database.postgres_version import POSTGRES_VERSION
+from tests.aws_setup_mistakes import MISTAKES, aws_home_with
 from tests.deploy.conftest import PASSWORD, REGION, Deployment
 from tests.deploy.support import FakeContext
 
@@ -122,6 +123,21 @@ def test_missing_stack_and_missing_credentials_are_one_clear_line(
     assert no_credentials.returncode == 3 and "no AWS credentials" in no_credentials.stderr
     for result in (no_stack, no_credentials):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_an_aws_setup_mistake_is_one_line_or_one_json_document(mistake: str, tmp_path: Path) -> None:
+    """No request leaves the machine: botocore stops on the files in the temporary HOME."""
+    environment, expected = aws_home_with(MISTAKES[mistake], tmp_path / "home", dict(os.environ))
+    shown = run_cli(environment, "--status", "--environment", "testing")
+    as_json = run_cli(environment, "--dry-run", "--json", "--environment", "production")
+
+    assert shown.returncode == as_json.returncode == 3
+    assert "Traceback" not in shown.stderr and len(shown.stderr.strip().splitlines()) == 1
+    document = json.loads(as_json.stdout)
+    assert document["ok"] is False and document["error"]["exit_code"] == 3
+    for text in expected:
+        assert text in shown.stderr and text in document["error"]["message"]
 
 
 def test_an_unreachable_database_is_reported_with_its_exit_status(

@@ -13,7 +13,7 @@ import pytest
 from schema_migrations.deploy import MigrationDeployError
 
 from database.migrator.postgres import ADVISORY_LOCK_KEY
-from stacks.settings import POSTGRES_VERSION
+from database.postgres_version import POSTGRES_VERSION
 from tests.delayed_proxy import DelayedProxy
 from tests.deploy.conftest import PASSWORD, RUNNER_FUNCTION, Deployment
 from tests.deploy.support import cfn_event

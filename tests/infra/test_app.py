@@ -143,7 +143,9 @@ def test_api_for_a_later_migration_function(tmp_path: Path) -> None:
 def test_synth_script_offline_without_credentials(tmp_path: Path) -> None:
     """The newcomer's path: scripts/synth.sh with no AWS variables at all (real CLI, real cdk-nag)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_"))}
-    env.update(HOME=str(tmp_path), CDK_OUTDIR=str(tmp_path / "out"))
+    env.update(HOME=str(tmp_path), CDK_OUTDIR=str(tmp_path / "out"), SYNTH_VERBOSE="1")
+    stale = tmp_path / "out" / "asset.0123456789abcdef"  # an earlier synth's Lambda asset
+    stale.mkdir(parents=True)
     result = subprocess.run(
         ["scripts/synth.sh", "-c", "database.production=rds-free"],
         cwd=ROOT,
@@ -157,6 +159,14 @@ def test_synth_script_offline_without_credentials(tmp_path: Path) -> None:
     assert "synth: 2 stack(s)" in result.stdout
     assert "PgSchemaDeploy-testing" in result.stdout and "PgSchemaDeploy-production" in result.stdout
     assert "synth: wall time" in result.stdout
+    # cdk.json sets the flags `cdk init` would for the pinned aws-cdk-lib; SYNTH_VERBOSE shows the CLI's output.
+    assert "Successfully synthesized" in result.stderr and "feature flags are not configured" not in result.stderr
+    assets = {path.name for path in (tmp_path / "out").glob("asset.*")}
+    assert assets and stale.name not in assets
+    for template in (tmp_path / "out").glob("*.template.json"):
+        used = {resource.get("Metadata", {}).get("aws:asset:path") for resource in
+                json.loads(template.read_text())["Resources"].values()}
+        assert used - {None} <= assets
     production = json.loads((tmp_path / "out" / "PgSchemaDeploy-production.template.json").read_text())
     assert resources(production, "AWS::RDS::DBInstance") and not resources(production, "AWS::RDS::DBCluster")
 

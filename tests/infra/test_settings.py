@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import itertools
+import re
 import subprocess
 import sys
 
@@ -147,11 +150,34 @@ def test_database_override_for_all_and_per_environment() -> None:
 
 def test_vpc_and_instance_class_overrides() -> None:
     testing, production = apply_context(
-        {"vpc_id.testing": "vpc-0123456789abcdef0", "rds_instance_class": "db.t4g.micro"}
+        {"vpc_id.testing": "vpc-0123456789abcdef0", "rds_instance_class": "db.t4g.micro",
+         "database.testing": "rds-free"}
     )
     assert testing.network.vpc_id == "vpc-0123456789abcdef0"
     assert production.network.vpc_id is None
-    assert testing.rds.instance_class == production.rds.instance_class == "db.t4g.micro"
+    assert testing.rds.instance_class == "db.t4g.micro" and testing.flavour is settings.Flavour.RDS_FREE
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"rds_instance_class": "db.t4g.micro"},
+         "'rds_instance_class' applies to the rds-free flavour, but testing and production run aurora-serverless: "
+         "add -c database=rds-free or drop the key"),
+        ({"rds_instance_class.production": "db.t4g.micro", "database.testing": "rds-free"},
+         "'rds_instance_class.production' applies to the rds-free flavour, but production runs aurora-serverless: "
+         "add -c database.production=rds-free"),
+    ],
+)
+def test_an_instance_class_for_an_aurora_environment_is_refused(context: dict[str, object], message: str) -> None:
+    with pytest.raises(ContextError, match=re.escape(message)):
+        apply_context(context)
+
+
+def test_every_environment_has_its_own_vpc_range() -> None:
+    """Overlapping ranges could never be peered or joined to one transit network."""
+    ranges = [ipaddress.ip_network(env.network.cidr) for env in settings.ENVIRONMENTS.values()]
+    assert all(not first.overlaps(second) for first, second in itertools.combinations(ranges, 2))
 
 
 @pytest.mark.parametrize(
@@ -161,7 +187,8 @@ def test_vpc_and_instance_class_overrides() -> None:
         ({"database.testing": "aurora"}, r"'database.testing'='aurora': allowed values are aurora-serverless"),
         ({"database.staging": "rds-free"}, r"'database.staging' names no environment: allowed are database.testing"),
         ({"vpc_id": "my-vpc"}, r"context key 'vpc_id': vpc_id='my-vpc' is not a VPC id"),
-        ({"rds_instance_class": "db.t3.small"}, r"'rds_instance_class'='db.t3.small': allowed values are db.t3.micro"),
+        ({"rds_instance_class": "db.t3.small", "database": "rds-free"},
+         r"'rds_instance_class'='db.t3.small': allowed values are db.t3.micro"),
         ({"database": 3}, r"context key 'database' must be a string"),
     ],
 )

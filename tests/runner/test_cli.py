@@ -205,6 +205,23 @@ def test_new_creates_the_next_numbered_file(tmp_path: Path, database_uri: str) -
     assert public_tables(database_uri) == []
 
 
+def test_new_with_a_long_description_cuts_the_name_at_a_word_and_keeps_the_whole_text(tmp_path: Path) -> None:
+    description = "Backfill the savings goals of every account opened before the migration\nto the new ledger " * 4
+    assert len(description) > 300
+
+    result = run_cli("--new", description, "--migrations-dir", str(tmp_path))
+    as_json = run_cli("--new", "x" * 300, "--json", "--migrations-dir", str(tmp_path))
+
+    created = tmp_path / "001_backfill_the_savings_goals_of_every_account_opened_before.sql"
+    assert result.returncode == 0, result.stderr
+    assert f"📝 Created {created}" in result.stdout and "at most 60 characters" in result.stdout
+    first_line, second_line = created.read_text().splitlines()[:2]
+    assert first_line == f"-- {created.stem}: {' '.join(description.split())}"
+    assert second_line.startswith("-- Created ")  # the line break in the description stays in the comment
+    document = json.loads(as_json.stdout)
+    assert document["name_shortened"] is True and document["version"] == "002_" + "x" * 60
+
+
 def test_relative_migrations_dir_is_resolved_from_the_callers_directory(tmp_path: Path, database_uri: str) -> None:
     write_migrations(tmp_path / "here", {"001_a.sql": "CREATE TABLE from_relative_dir (id int);"})
     import subprocess

@@ -93,7 +93,7 @@ def test_empty_db_uri_never_falls_back_to_database_url(database_uri: str) -> Non
         (["--statement-timeout", "30d"], "argument --statement-timeout: '30d': at most"),
         (["--lock-wait", "-5"], "argument --lock-wait: '-5': expected 0 or more seconds"),
         (["--lock-wait", "nan"], "argument --lock-wait: 'nan': expected 0 or more seconds"),
-        (["--connect-timeout", "0"], "argument --connect-timeout: '0': expected more than 0 seconds"),
+        (["--connect-timeout", "-1"], "argument --connect-timeout: '-1': expected 0 or more seconds"),
         (["--status", "--dry-run"], "not allowed with argument"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["--new", "x", "--db-uri", "postgresql://u@h/d"], "--new only creates a file and touches no database"),
@@ -145,6 +145,62 @@ def test_stopped_local_server_says_to_start_it(tmp_path: Path, listener: socket.
     assert "project-local PostgreSQL is not running" in result.stderr
     assert "scripts/local-db.sh start" in result.stderr
     assert "retrying" not in result.stdout
+
+
+def test_something_else_on_the_local_port_is_not_taken_for_the_local_server(
+    tmp_path: Path, listener: socket.socket
+) -> None:
+    port = listener.getsockname()[1]  # accepts connections, never answers as PostgreSQL
+    (tmp_path / "port").write_text(f"{port}\n")
+
+    result = run_cli("--status", "--environment", "local", env={"LOCAL_PG_DIR": str(tmp_path)})
+
+    assert result.returncode == 3
+    assert f"127.0.0.1:{port} does not answer as the project-local PostgreSQL" in result.stderr
+    assert "scripts/local-db.sh start" in result.stderr and "retrying" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "variables", "seconds"),
+    [
+        ("postgresql://app@127.0.0.1:5432/app", {}, environments.LOCAL_CONNECT_TIMEOUT),
+        ("postgresql://app@localhost/app", {}, environments.LOCAL_CONNECT_TIMEOUT),
+        ("postgresql://app@[::1]:5432/app", {}, environments.LOCAL_CONNECT_TIMEOUT),
+        ("postgresql:///app?host=/var/run/postgresql", {}, environments.LOCAL_CONNECT_TIMEOUT),
+        ("dbname=app", {}, environments.LOCAL_CONNECT_TIMEOUT),  # libpq's default: a Unix socket
+        ("", {"PGHOST": "/tmp", "PGDATABASE": "app"}, environments.LOCAL_CONNECT_TIMEOUT),
+        ("host=db.example hostaddr=127.0.0.1 dbname=app", {}, environments.LOCAL_CONNECT_TIMEOUT),
+        ("postgresql://app@db.example:5432/app", {}, environments.REMOTE_CONNECT_TIMEOUT),
+        ("postgresql://app@127.0.0.1,db.example/app", {}, environments.REMOTE_CONNECT_TIMEOUT),
+        ("", {"PGHOST": "10.0.3.7", "PGDATABASE": "app"}, environments.REMOTE_CONNECT_TIMEOUT),
+    ],
+)
+def test_this_machine_gets_the_local_connect_timeout_and_other_hosts_the_remote_one(
+    conninfo: str, variables: dict[str, str], seconds: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("PGHOST", "PGHOSTADDR", "PGDATABASE", "DATABASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    target = environments.resolve_target(None, conninfo) if conninfo else environments.resolve_target(None, None)
+    assert target.connect_timeout_seconds == seconds
+
+
+def test_a_wait_says_how_much_longer_and_connect_timeout_0_tries_once(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    listener.close()  # refused from now on
+    uri = f"postgresql://app@127.0.0.1:{port}/app"
+
+    waited = run_cli("--status", "--db-uri", uri, "--connect-timeout", "3")
+    started = time.monotonic()
+    once = run_cli("--status", "--db-uri", uri, "--connect-timeout", "0")
+
+    assert time.monotonic() - started < 2
+    waits = [line for line in waited.stdout.splitlines() if line.startswith("⏳")]
+    assert waits and all("s more (--connect-timeout 0 stops at once)" in line for line in waits)
+    assert "for up to 3s more" in waits[0]
+    assert once.returncode == waited.returncode == 3
+    assert "⏳" not in once.stdout and "could not connect after 1 attempt" in once.stderr
 
 
 def slow_second_migration(directory: Path) -> Path:
@@ -249,11 +305,11 @@ def test_paths_inside_the_project_are_shown_relative_to_it(
 def test_version_warning_once_and_in_json(
     database_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import stacks.settings
+    import database.postgres_version
 
     with psycopg.connect(database_uri) as connection:
         server_major = connection.info.server_version // 10000
-    monkeypatch.setattr(stacks.settings, "POSTGRES_MAJOR_VERSION", server_major + 1)
+    monkeypatch.setattr(database.postgres_version, "POSTGRES_MAJOR_VERSION", server_major + 1)
     directory = write_migrations(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (id int);"})
 
     assert cli.main(["--db-uri", database_uri, "--migrations-dir", str(directory)]) == 0
@@ -264,7 +320,7 @@ def test_version_warning_once_and_in_json(
     assert human.count(f"differs from the deployed PostgreSQL {server_major + 1}") == 1
     assert document["warnings"] == [
         f"PostgreSQL {server_major} here differs from the deployed PostgreSQL {server_major + 1} "
-        "(POSTGRES_VERSION in stacks/settings.py): features of either may not exist in the other"
+        "(POSTGRES_VERSION in database/postgres_version.py): features of either may not exist in the other"
     ]
     assert str(document["server_version"]).startswith(f"{server_major}.")
 

@@ -1,7 +1,10 @@
 """scripts/local-db.sh: the project-local PostgreSQL is the pinned version; it runs as root wherever
 the project sits (a 0700 directory included: the server runs as `nobody`, its files under /var/lib)
 and as a normal user, restarts, refuses a cluster of another major, and is what
-`--environment local` connects to. Nothing here relies on a system PostgreSQL or a `postgres` user."""
+`--environment local` connects to. Two state directories never cross (the server is identified,
+not its port), a wiped state directory never costs a running server its data, and clusters left
+by deleted projects are listed and pruned. Nothing here relies on a system PostgreSQL or a
+`postgres` user."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stacks.settings import POSTGRES_VERSION
+from database.postgres_version import POSTGRES_VERSION
 
 from .helpers import PROJECT_ROOT, run_cli
 
@@ -37,7 +40,8 @@ def clean_env(**settings: str) -> dict[str, str]:
 def local_db(
     command: str, state: Path, *, script: Path = LOCAL_DB, as_user: str | None = None, expect: int = 0, **settings: str
 ) -> subprocess.CompletedProcess[str]:
-    environment = clean_env(LOCAL_PG_DIR=str(state), LOCAL_PG_PORT=str(free_port()), **settings)
+    settings.setdefault("LOCAL_PG_PORT", str(free_port()))
+    environment = clean_env(LOCAL_PG_DIR=str(state), **settings)
     argv = [str(script), command]
     if as_user:
         exported = [f"{k}={v}" for k, v in environment.items() if k.startswith(("LOCAL_PG", "PG_")) or k == "PATH"]
@@ -54,9 +58,9 @@ def free_port() -> int:
 
 
 def minimal_project(destination: Path) -> Path:
-    """What local-db.sh needs of a project (itself, the pinned version, the server package, and the
-    Python environment and package that make the application's roles); returns the script."""
-    for relative in ("scripts/local-db.sh", "scripts/setup.sh", "stacks/settings.py"):
+    """What local-db.sh needs of a project (itself, the server package, and the Python environment and
+    package that give the pinned version and make the application's roles); returns the script."""
+    for relative in ("scripts/local-db.sh", "scripts/lib/help.sh", "scripts/setup.sh"):
         (destination / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / relative, destination / relative)
     for shared in (".venv", "database"):
@@ -72,8 +76,16 @@ def server_home(state: Path) -> Path | None:
     return Path(recorded.read_text().strip()).parent if recorded.exists() else None
 
 
+def data_directory(state: Path) -> Path:
+    return (server_home(state) or state) / "data"
+
+
+def postmaster_pid(data: Path) -> str:
+    return (data / "postmaster.pid").read_text().split()[0]
+
+
 def server_os_user(data: Path) -> str:
-    pid = (data / "postmaster.pid").read_text().split()[0]
+    pid = postmaster_pid(data)
     return subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -211,3 +223,110 @@ def test_pg_bindir_selects_another_installation(private_dir: Path) -> None:
         assert "deleted" in local_db("destroy", state, script=script, PG_BINDIR=bindir).stdout
     finally:
         shutil.rmtree(installation, ignore_errors=True)
+
+
+def has_tracking_table(state: Path) -> bool:
+    port = (state / "port").read_text().strip()
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/testdriven_dev") as connection:
+        row = connection.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def test_two_state_directories_that_recorded_one_port_never_cross(private_dir: Path) -> None:
+    """Each was created while the other was stopped, so both recorded the same port."""
+    first, second, port = private_dir / "first", private_dir / "second", str(free_port())
+    local_db("start", first, LOCAL_PG_PORT=port)
+    local_db("stop", first)
+    local_db("start", second, LOCAL_PG_PORT=port)
+    local_db("stop", second)
+    assert (first / "port").read_text() == (second / "port").read_text() == f"{port}\n"
+    local_db("start", first)
+
+    crossed = run_cli("--environment", "local", env={"LOCAL_PG_DIR": str(second)})
+    assert crossed.returncode == 3, crossed.stdout + crossed.stderr
+    assert f"127.0.0.1:{port} is another PostgreSQL (data directory {data_directory(first)})" in crossed.stderr
+    assert "scripts/local-db.sh start" in crossed.stderr and len(crossed.stderr.splitlines()) == 1
+    assert not has_tracking_table(first)  # nothing reached the other project's database
+
+    moved = local_db("start", second).stdout
+    new_port = (second / "port").read_text().strip()
+    assert new_port != port
+    assert f"Port {port} is taken by another server" in moved and f"this one now uses {new_port}" in moved
+    applied = run_cli("--environment", "local", env={"LOCAL_PG_DIR": str(second)})
+    assert applied.returncode == 0, applied.stderr
+    assert has_tracking_table(second) and not has_tracking_table(first)
+
+
+def test_a_failed_start_is_one_line_and_the_log_path(private_dir: Path) -> None:
+    state = private_dir / "postgres"
+    local_db("start", state)
+    local_db("stop", state)
+    data = data_directory(state)
+    with (data / "postgresql.conf").open("a") as configuration:
+        configuration.write("shared_buffers = 'lots'\n")
+    failed = local_db("start", state, expect=1)
+    assert failed.stderr.count("\n") == 1, failed.stderr
+    assert failed.stderr.startswith("local-db: PostgreSQL did not start (FATAL: ")
+    assert failed.stderr.rstrip().endswith(f"its log: {data}/server.log")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only root keeps the cluster outside the state directory")
+def test_a_wiped_state_directory_under_a_running_server_is_adopted(private_dir: Path) -> None:
+    """`rm -rf .local` or `git clean -fdx` while the server runs, then start, stop and destroy."""
+    state = private_dir / "project" / ".local" / "postgres"
+    local_db("start", state)
+    data, port = data_directory(state), (state / "port").read_text()
+    pid = postmaster_pid(data)
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port.strip()}/testdriven_dev") as connection:
+        connection.execute("CREATE TABLE kept (id int)")
+    shutil.rmtree(private_dir / "project" / ".local")
+
+    orphaned = local_db("status", state, expect=3).stdout
+    assert f"orphaned cluster {data.parent} ({state} is gone), running as pid {pid}" in orphaned
+    assert f"LOCAL_PG_DIR={state} scripts/local-db.sh stop" in orphaned
+    adopted = local_db("start", state).stdout
+    assert f"Adopted the running PostgreSQL (pid {pid}, data in {data})" in adopted
+    assert "Creating" not in adopted and postmaster_pid(data) == pid  # the same server, not a second one
+    assert (state / "port").read_text() == port
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port.strip()}/testdriven_dev") as connection:
+        assert connection.execute("SELECT to_regclass('kept') IS NOT NULL").fetchone() == (True,)
+
+    shutil.rmtree(state)  # stop and destroy find the cluster from the state directory's path alone
+    assert f"stopped (data kept in {data})" in local_db("stop", state).stdout
+    local_db("start", state)
+    shutil.rmtree(state)
+    assert "deleted" in local_db("destroy", state).stdout
+    assert not data.parent.exists()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only root keeps clusters under a shared directory")
+def test_prune_deletes_the_stopped_clusters_of_deleted_projects_only(private_dir: Path) -> None:
+    homes = Path(tempfile.mkdtemp(prefix="local-db-homes-"))
+    try:
+        homes.chmod(0o755)  # the server's OS user must traverse it, as /var/lib
+        stopped, running, kept = (private_dir / name for name in ("stopped", "running", "kept"))
+        for state in (stopped, running, kept):
+            local_db("start", state, LOCAL_PG_SERVER_HOMES=str(homes))
+        local_db("stop", stopped, LOCAL_PG_SERVER_HOMES=str(homes))
+        local_db("stop", kept, LOCAL_PG_SERVER_HOMES=str(homes))
+        stopped_home, running_home, kept_home = (data_directory(state).parent for state in (stopped, running, kept))
+        shutil.rmtree(stopped)
+        shutil.rmtree(running)
+
+        listed = local_db("status", kept, LOCAL_PG_SERVER_HOMES=str(homes), expect=3).stdout
+        assert f"orphaned cluster {stopped_home} ({stopped} is gone): scripts/local-db.sh prune deletes it" in listed
+        assert f"orphaned cluster {running_home} ({running} is gone), running as pid" in listed
+        assert str(kept_home) not in listed
+
+        pruned = local_db("prune", kept, LOCAL_PG_SERVER_HOMES=str(homes)).stdout
+        assert f"deleted {stopped_home}" in pruned and f"kept {running_home}: its server runs" in pruned
+        assert not stopped_home.exists() and (running_home / "data" / "PG_VERSION").exists() and kept_home.exists()
+
+        local_db("stop", running, LOCAL_PG_SERVER_HOMES=str(homes))
+        assert f"deleted {running_home}" in local_db("prune", kept, LOCAL_PG_SERVER_HOMES=str(homes)).stdout
+        assert not running_home.exists()
+        local_db("destroy", kept, LOCAL_PG_SERVER_HOMES=str(homes))
+    finally:
+        for pidfile in homes.glob("*/data/postmaster.pid"):
+            subprocess.run(["kill", pidfile.read_text().split()[0]], check=False)
+        shutil.rmtree(homes, ignore_errors=True)

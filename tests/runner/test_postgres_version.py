@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from stacks.settings import POSTGRES_VERSION
+from database.postgres_version import POSTGRES_VERSION
 
 from .helpers import PROJECT_ROOT
 
@@ -28,7 +28,7 @@ def test_the_pinned_server_package_is_the_deployed_version() -> None:
         assert parsed, f"{name}: {version!r} is not an exact pin of the form 17.9.0-beta.17"
         assert parsed["postgres"] == POSTGRES_VERSION, (
             f"package.json pins {name} {version} (PostgreSQL {parsed['postgres']}) "
-            f"but stacks/settings.py deploys POSTGRES_VERSION {POSTGRES_VERSION}"
+            f"but database/postgres_version.py pins POSTGRES_VERSION {POSTGRES_VERSION}"
         )
         assert lock["packages"][f"node_modules/{name}"]["version"] == version, f"package-lock.json is stale for {name}"
     assert lock["packages"][""]["optionalDependencies"] == optional

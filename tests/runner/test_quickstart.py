@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks.settings import POSTGRES_VERSION
+from database.postgres_version import POSTGRES_VERSION
 
 from .helpers import PROJECT_ROOT
 from .test_local_db import clean_env, free_port

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError
 
-ROOT = Path(__file__).resolve().parents[1]
+from database.cli.aws_setup import setup_problem
+
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QUALIFIER = "hnb659fds"
 # The synthesized templates' CheckBootstrapVersion rule rejects older bootstraps.
 MINIMUM_BOOTSTRAP_VERSION = 6
@@ -57,10 +59,13 @@ def bootstrap_command(account: str, region: str, qualifier: str) -> str:
 
 def check(session: boto3.Session | None = None, qualifier: str | None = None) -> AwsTarget:
     """Who we are, where, and the bootstrap version there; raises PreflightError otherwise."""
-    # AWS_REGION first, as the CDK CLI reads it (botocore alone reads only AWS_DEFAULT_REGION).
-    session = session or boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+    try:
+        # AWS_REGION first, as the CDK CLI reads it (botocore alone reads only AWS_DEFAULT_REGION).
+        session = session or boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+        region = session.region_name
+    except BotoCoreError as error:  # a missing profile or a malformed config file
+        raise PreflightError(setup_problem(error) or str(error)) from None
     qualifier = qualifier or bootstrap_qualifier()
-    region = session.region_name
     if not region:
         raise PreflightError(
             "no AWS region: set AWS_REGION (or `region` in your AWS profile); "
@@ -84,11 +89,6 @@ def check(session: boto3.Session | None = None, qualifier: str | None = None) ->
 def _caller_identity(session: boto3.Session, region: str) -> tuple[str, str]:
     try:
         identity = session.client("sts", region_name=region).get_caller_identity()
-    except (NoCredentialsError, NoRegionError):
-        raise PreflightError(
-            "no AWS credentials found: run `aws configure` or `aws sso login` (or set AWS_PROFILE); "
-            "in GitHub Actions assume the deploy role with aws-actions/configure-aws-credentials"
-        ) from None
     except ClientError as error:
         info = error.response.get("Error", {})
         raise PreflightError(
@@ -96,7 +96,7 @@ def _caller_identity(session: boto3.Session, region: str) -> tuple[str, str]:
             "refresh them (`aws sso login`) or check AWS_PROFILE"
         ) from None
     except BotoCoreError as error:
-        raise PreflightError(f"cannot reach AWS STS in {region}: {error}") from None
+        raise PreflightError(setup_problem(error) or f"cannot reach AWS STS in {region}: {error}") from None
     return str(identity["Account"]), str(identity["Arn"])
 
 

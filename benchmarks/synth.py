@@ -129,7 +129,9 @@ def report(summary: dict[str, dict[str, float]], reps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="synth-benchmark.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=5, help="samples per variant (default 5)")
     parser.add_argument("--json", type=Path, help="also write the samples and summary here")
     parser.add_argument("--sample", nargs=2, metavar=("VARIANT", "OUTDIR"), help=argparse.SUPPRESS)

@@ -2,7 +2,7 @@
 the pinned CDK CLI, the same command on a laptop and in GitHub Actions.
 
 Each checks what it can before AWS is touched (the environment's name, production's --force), then
-credentials, region and CDK bootstrap (scripts/aws_preflight.py), runs `cdk`, and reports: the
+credentials, region and CDK bootstrap (stacks/cli/aws_preflight.py), runs `cdk`, and reports: the
 outputs and migration summary of a deploy, the migrations and resource changes of a diff. In
 GitHub Actions the report also goes to the job summary ($GITHUB_STEP_SUMMARY).
 """
@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from scripts import aws_preflight, cdk_report
+from stacks.cli import aws_preflight, cdk_report
 from stacks.settings import ENVIRONMENTS, EnvironmentSettings, Removal
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = ROOT / "node_modules" / ".bin"
 
 
@@ -207,7 +207,7 @@ def run(command: str, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or arguments[0] not in ("deploy", "diff", "destroy"):
-        print("usage: python -m scripts.cdk_commands deploy|diff|destroy ENVIRONMENT ...", file=sys.stderr)
+        print("usage: python -m stacks.cli.cdk_commands deploy|diff|destroy ENVIRONMENT ...", file=sys.stderr)
         return 2
     command = arguments[0]
     try:

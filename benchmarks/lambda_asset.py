@@ -1,6 +1,6 @@
 """Benchmark the deploy-time migration asset (not a test: it prints figures, never fails on one).
 
-    .venv/bin/python -P scripts/benchmark_lambda.py [--reps 7] [--json out.json]
+    scripts/lambda-benchmark.sh [--reps 7] [--json out.json]
 
 Prints, against baselines measured in the same run:
   size     the asset folder and its zip (deflate, as CDK uploads it), target under 10 MB zipped
@@ -117,7 +117,9 @@ def interpreter_start_ms(python: str, reps: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lambda-benchmark.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=7, help="repetitions of each timing (median reported)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     arguments = parser.parse_args()
