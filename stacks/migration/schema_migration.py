@@ -33,7 +33,7 @@ from database.migrator.manifest import Manifest, build_manifest
 from stacks.common import companion_removal_policy
 from stacks.compliance import acknowledge
 from stacks.database.base import PostgresDatabase
-from stacks.settings import EnvironmentSettings, SettingsError
+from stacks.settings import MIGRATION_POLL_SECONDS, EnvironmentSettings, SettingsError
 
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.X86_64
@@ -63,6 +63,8 @@ def function_names(settings: EnvironmentSettings) -> dict[str, str]:
         "deploy": f"{settings.identifier}-migrate",
         "runner": f"{settings.identifier}-migration-runner",
         "provider": f"{settings.identifier}-migration-provider",
+        "provider-waiter": f"{settings.identifier}-migration-waiter",
+        "provider-timeout": f"{settings.identifier}-migration-timeout",
     }
 
 
@@ -179,7 +181,14 @@ class SchemaMigration(Construct):
             description=f"pg-schema-deploy {settings.name}: migration deploy step (reads the secret, calls the runner)",
         )
         deploy_role.add_to_policy(
-            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.runner_function.function_arn])
+            iam.PolicyStatement(
+                # GetFunction: waiting for an Inactive runner to become Active again.
+                actions=["lambda:InvokeFunction", "lambda:GetFunction"],
+                resources=[self.runner_function.function_arn],
+            )
+        )
+        deploy_role.add_to_policy(  # the stack's status tells a rollback from a deploy
+            iam.PolicyStatement(actions=["cloudformation:DescribeStacks"], resources=[Stack.of(self).stack_id])
         )
         if not migration.secrets_manager_endpoint:
             deploy_role.add_to_policy(
@@ -200,6 +209,8 @@ class SchemaMigration(Construct):
                 "DATABASE_SECRET_ARN": secret_arn,
                 "ENVIRONMENT_NAME": settings.name,
                 "SECRETS_IN_VPC": "1" if migration.secrets_manager_endpoint else "0",
+                "RUNNER_TIMEOUT_SECONDS": str(migration.timeout_seconds),
+                "DEPLOY_BUDGET_SECONDS": str(migration.total_timeout_seconds),
             },
             role=deploy_role,
             function_name=names["deploy"],
@@ -211,16 +222,34 @@ class SchemaMigration(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"pg-schema-deploy {settings.name}: CDK provider framework (invokes the deploy step)",
         )
+        waiter_role = iam.Role(
+            self,
+            "ProviderWaiterRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"pg-schema-deploy {settings.name}: CDK provider framework's is-complete and timeout steps",
+        )
+        # is_complete: the deploy function again, called until every pending migration is applied,
+        # each call one run of the runner (a long history takes several).
         self.provider = cr.Provider(
             self,
             "Provider",
             on_event_handler=self.deploy_function,
+            is_complete_handler=self.deploy_function,
+            query_interval=Duration.seconds(MIGRATION_POLL_SECONDS),
+            total_timeout=Duration.seconds(migration.provider_timeout_seconds),
             framework_on_event_role=provider_role,
+            framework_complete_and_timeout_role=waiter_role,
             provider_function_name=names["provider"],
         )
-        framework_function = self.provider.node.find_child("framework-onEvent")
-        assert isinstance(framework_function, lambda_.Function)
-        functions = {"runner": self.runner_function, "deploy": self.deploy_function, "provider": framework_function}
+        functions = {"runner": self.runner_function, "deploy": self.deploy_function}
+        for role, child in (("provider", "framework-onEvent"), ("provider-waiter", "framework-isComplete"),
+                            ("provider-timeout", "framework-onTimeout")):  # fmt: skip
+            framework_function = self.provider.node.find_child(child)
+            assert isinstance(framework_function, lambda_.Function)
+            cfn_function = framework_function.node.default_child
+            assert isinstance(cfn_function, lambda_.CfnFunction)
+            cfn_function.function_name = names[role]  # the Provider names only its onEvent function
+            functions[role] = framework_function
         for role, function in functions.items():
             _keep_logs(function, names[role], settings)
             _accept_role_dependency(function)
@@ -240,7 +269,7 @@ class SchemaMigration(Construct):
         if self.secrets_endpoint is not None:
             self.resource.node.add_dependency(self.secrets_endpoint, endpoint_security_group)
 
-        self._acknowledge_findings(settings, runner_role, provider_role)
+        self._acknowledge_findings(settings, runner_role, [provider_role, waiter_role])
 
     def _secrets_manager_endpoint(self, settings: EnvironmentSettings, database: PostgresDatabase) -> ec2.SecurityGroup:
         """An interface endpoint in the database subnets that only the runner's group may reach; its group."""
@@ -268,7 +297,7 @@ class SchemaMigration(Construct):
         return endpoint_security_group
 
     def _acknowledge_findings(
-        self, settings: EnvironmentSettings, runner_role: iam.Role, provider_role: iam.Role
+        self, settings: EnvironmentSettings, runner_role: iam.Role, framework_roles: list[iam.Role]
     ) -> None:
         """cdk-nag findings on the functions and their roles, each with why it stays."""
         acknowledge(
@@ -281,11 +310,35 @@ class SchemaMigration(Construct):
         deploy_resource = self.deploy_function.node.default_child
         assert isinstance(deploy_resource, CfnResource)
         deploy_id = Stack.of(self).get_logical_id(deploy_resource)
+        for framework_role in framework_roles:
+            acknowledge(
+                framework_role,
+                f"AwsSolutions-IAM5[Resource::<{deploy_id}.Arn>:*]",
+                "The CDK Provider framework grants its function invoke on the deploy function and that function's "
+                "versions (ARN:*); it can invoke nothing else.",
+            )
+        waiter = self.provider.node.find_child("waiter-state-machine")
+        for step in ("isComplete", "onTimeout"):
+            step_function = self.provider.node.find_child(f"framework-{step}").node.default_child
+            assert isinstance(step_function, CfnResource)
+            acknowledge(
+                waiter,
+                f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(step_function)}.Arn>:*]",
+                f"The Provider framework's waiter state machine may invoke its own {step} function and that "
+                "function's versions (ARN:*), nothing else.",
+            )
         acknowledge(
-            provider_role,
-            f"AwsSolutions-IAM5[Resource::<{deploy_id}.Arn>:*]",
-            "The CDK Provider framework grants its function invoke on the deploy function and that function's "
-            "versions (ARN:*); it can invoke nothing else.",
+            waiter,
+            "AwsSolutions-SF1",
+            "The waiter only calls the framework's is-complete function every few seconds during a deploy; "
+            "each call's outcome is in that function's and the deploy function's CloudWatch log groups, and "
+            "the execution history stays in the Step Functions console: a log group of its own adds nothing.",
+        )
+        acknowledge(
+            waiter,
+            "AwsSolutions-SF2",
+            "X-Ray traces of a two-state polling loop would show nothing the functions' logs do not: the time "
+            "goes into the migration runner, whose log line per migration has its duration.",
         )
         for function in (self.deploy_function, self.runner_function):
             acknowledge(
