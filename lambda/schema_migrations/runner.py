@@ -22,8 +22,8 @@ TLS is always on: sslmode=verify-full against the Amazon RDS CA bundle shipped b
 The whole run fits in the invocation (or the shorter budget the deploy gives): connect retries (an
 Aurora cluster resuming from auto-pause), the lock wait and every statement are bounded by the
 remaining time, and the core stops between migrations when too little is left. The lock wait is
-the whole budget: a duplicate invocation waits for the first run, then finds nothing to do. The guide's log lines go to stdout (CloudWatch), without the
-password.
+the whole budget: a duplicate invocation waits for the first run, then finds nothing to do. The
+guide's log lines go to stdout (CloudWatch), without the password.
 """
 
 from __future__ import annotations
