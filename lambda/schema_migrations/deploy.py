@@ -12,6 +12,10 @@ CloudFormation events (through the Provider framework, which calls ``on_event`` 
                - anything else is refused (a hand-made event invoked directly), as is a request for
                  migrations other than the ones this function carries.
                Delete: success at once; the database is never touched.
+  Custom::CreateRollbackGuard (production, beside the database): nothing on Create / Update. Its
+               Delete, only while the stack is ROLLBACK_IN_PROGRESS (a failed first create rolls
+               back), turns the new database's deletion protection off, so that the rollback can
+               delete it and the create can be retried. Any other Delete leaves the protection on.
   is_complete  applies: reads the database secret and invokes the in-VPC runner once, the
                credentials in the payload (Lambda Invoke, over TLS, payloads are not logged). The
                runner stops cleanly between migrations when its time runs short; the next call
@@ -57,12 +61,17 @@ APPLIED_BYTES = 1500  # AppliedThisDeploy; the whole Data answer stays well unde
 INVOKE_RESERVE_SECONDS = 10.0  # kept back from this function's time to answer after the runner
 MIN_RUN_SECONDS = 30.0  # a runner invocation with less than this could not apply anything
 ROLLBACK_ANSWER = "none (rollback: migrations are forward-only)"
+GUARD_RESOURCE_TYPE = "Custom::CreateRollbackGuard"
+CREATE_ROLLBACK_STATUS = "ROLLBACK_IN_PROGRESS"  # exactly: the rollback of a failed first create
 STATE_KEY = "SchemaMigrations"
 SCHEMA_VERSION_OUTPUT = "SchemaVersion"  # the stack output holding the resource's SchemaVersion
 APPLYING_STATUSES = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS")
 # Invoke errors raised before the runner's code runs: retrying them cannot apply anything twice.
 NOT_STARTED_ERRORS = ("ResourceNotReadyException", "TooManyRequestsException", "EC2ThrottledException")
 BACKOFF_CAP_SECONDS = 20.0
+# AppliedThisDeploy lists what the database recorded since the deploy started, by its own clock:
+# this much earlier still counts (AWS clocks agree far better; no other run applies in between).
+CLOCK_SKEW_SECONDS = 5.0
 
 
 class LambdaContext(Protocol):
@@ -91,6 +100,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    started = time.time()  # the deploy's time for migrations counts from here
+    if event.get("ResourceType") == GUARD_RESOURCE_TYPE:
+        return create_rollback_guard(event)
     request = event["RequestType"]
     properties = event.get("ResourceProperties") or {}
     environment = str(properties.get("Environment") or os.environ.get("ENVIRONMENT_NAME", "unknown"))
@@ -113,7 +125,7 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _check_digest(request, properties.get("MigrationsDigest"))
     budget = float(os.environ.get("DEPLOY_BUDGET_SECONDS") or 0) or _remaining(context)
     _log(f"🔄 {request} ({environment}): applying pending migrations, newest file {properties.get('LatestMigration')}")
-    state = {"done": False, "started": time.time(), "deadline": time.time() + budget}
+    state = {"done": False, "started": started, "deadline": started + budget}
     return {"PhysicalResourceId": physical_id, STATE_KEY: state}
 
 
@@ -135,7 +147,7 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
             "applied: deploy again to continue (or raise migration.total_timeout_seconds in stacks/settings.py)"
         )
     request = {"action": "apply", "digest": event["ResourceProperties"].get("MigrationsDigest"),
-               "applied_since": state["started"]}  # fmt: skip
+               "applied_since": state["started"] - CLOCK_SKEW_SECONDS}  # fmt: skip
     answer, budget = _run(request, context, deploy_left)
     if answer.get("ok"):
         applied = [str(version) for version in answer.get("applied_since") or []]
@@ -146,6 +158,34 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
         _log(f"⏭️  {answer.get('kind')}: {answer.get('error')}; the next call continues")
         return {"IsComplete": False}
     raise MigrationDeployError(failure_message(answer))
+
+
+def create_rollback_guard(event: dict[str, Any]) -> dict[str, Any]:
+    """Lets the rollback of a failed first create delete a database created with deletion protection."""
+    properties = event.get("ResourceProperties") or {}
+    identifier, kind = str(properties.get("DatabaseIdentifier")), properties.get("DatabaseKind")
+    answer = {"PhysicalResourceId": f"create-rollback-guard-{identifier}", STATE_KEY: {"done": True}}
+    if event["RequestType"] != "Delete":
+        return answer
+    stack = read_stack(str(event.get("StackId") or ""))
+    if stack.status != CREATE_ROLLBACK_STATUS:
+        _log(f"🛡️  stack {stack.name} is {stack.status}: deletion protection of {identifier} stays on")
+        return answer
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    rds = boto3.client("rds")
+    try:
+        if kind == "cluster":
+            rds.modify_db_cluster(DBClusterIdentifier=identifier, DeletionProtection=False, ApplyImmediately=True)
+        elif kind == "instance":
+            rds.modify_db_instance(DBInstanceIdentifier=identifier, DeletionProtection=False, ApplyImmediately=True)
+        else:
+            raise MigrationDeployError(f"DatabaseKind {kind!r}: expected cluster or instance")
+    except (BotoCoreError, ClientError) as error:
+        raise MigrationDeployError(f"could not turn off deletion protection of {identifier}: {error}") from None
+    _log(f"🔓 the first create of {stack.name} rolls back: deletion protection of {identifier} is off, so it can go")
+    return answer
 
 
 def _continues(answer: dict[str, Any], *, full_run: bool) -> bool:
@@ -212,7 +252,8 @@ def read_stack(stack_id: str) -> StackState:
 
     if not stack_id:
         raise MigrationDeployError("refused: the event names no StackId")
-    client = boto3.client("cloudformation", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    config = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 5})
+    client = boto3.client("cloudformation", config=config)
     try:
         [stack] = client.describe_stacks(StackName=stack_id)["Stacks"]
     except (BotoCoreError, ClientError, ValueError) as error:

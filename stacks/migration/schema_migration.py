@@ -26,7 +26,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import custom_resources as cr
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from database.migrator.errors import InvalidMigrationError
 from database.migrator.manifest import Manifest, build_manifest
@@ -40,6 +40,8 @@ ARCHITECTURE = lambda_.Architecture.X86_64
 DEPLOY_HANDLER = "schema_migrations.deploy.handler"
 RUNNER_HANDLER = "schema_migrations.runner.handler"
 RESOURCE_TYPE = "Custom::SchemaMigrations"
+GUARD_RESOURCE_TYPE = "Custom::CreateRollbackGuard"
+GUARD_TIMEOUT_SECONDS = 300  # its Delete makes one RDS call
 HTTPS_PORT = 443
 # The deploy function only reads a secret and waits for the runner: the smallest size that keeps
 # boto3's import quick.
@@ -253,6 +255,7 @@ class SchemaMigration(Construct):
         for role, function in functions.items():
             _keep_logs(function, names[role], settings)
             _accept_role_dependency(function)
+        _accept_role_dependency(self.provider.node.find_child("waiter-state-machine"))
 
         self.resource = CustomResource(
             self,
@@ -269,7 +272,32 @@ class SchemaMigration(Construct):
         if self.secrets_endpoint is not None:
             self.resource.node.add_dependency(self.secrets_endpoint, endpoint_security_group)
 
+        self.create_rollback_guard: CustomResource | None = None
+        if settings.deletion_protection:
+            self.create_rollback_guard = self._guard_first_create(database, deploy_role)
+
         self._acknowledge_findings(settings, runner_role, [provider_role, waiter_role])
+
+    def _guard_first_create(self, database: PostgresDatabase, deploy_role: iam.Role) -> CustomResource:
+        """A resource beside the database whose deletion, during the rollback of a failed first
+        create only, turns deletion protection off: CloudFormation deletes it before the database
+        (it names the database), so the rollback completes and the create can be retried."""
+        resource = database.resource
+        if isinstance(resource, rds.DatabaseCluster):
+            kind, identifier, arn = "cluster", resource.cluster_identifier, resource.cluster_arn
+        else:
+            assert isinstance(resource, rds.DatabaseInstance)
+            kind, identifier, arn = "instance", resource.instance_identifier, resource.instance_arn
+        action = "rds:ModifyDBCluster" if kind == "cluster" else "rds:ModifyDBInstance"
+        deploy_role.add_to_policy(iam.PolicyStatement(actions=[action], resources=[arn]))
+        return CustomResource(
+            self,
+            "CreateRollbackGuard",
+            service_token=self.provider.service_token,
+            resource_type=GUARD_RESOURCE_TYPE,
+            service_timeout=Duration.seconds(GUARD_TIMEOUT_SECONDS),
+            properties={"DatabaseIdentifier": identifier, "DatabaseKind": kind},
+        )
 
     def _secrets_manager_endpoint(self, settings: EnvironmentSettings, database: PostgresDatabase) -> ec2.SecurityGroup:
         """An interface endpoint in the database subnets that only the runner's group may reach; its group."""
@@ -419,11 +447,12 @@ def _keep_logs(function: lambda_.Function, function_name: str, settings: Environ
     log_group.grant_write(function.role)
 
 
-def _accept_role_dependency(function: lambda_.Function) -> None:
-    """Tell cfn-lint that the function's DependsOn on its role is intended (W3005 "already enforced by
-    a GetAtt"): aws-cdk-lib adds it to every Function so that the role's separate policy exists before
-    Lambda uses it (for the runner: before it creates its network interfaces)."""
-    resource = function.node.default_child
+def _accept_role_dependency(construct: IConstruct) -> None:
+    """Tell cfn-lint that the function's (or the framework's state machine's) DependsOn on its role
+    is intended (W3005 "already enforced by a GetAtt"): aws-cdk-lib adds it so that the role's
+    separate policy exists before the service uses it (for the runner: before Lambda creates its
+    network interfaces)."""
+    resource = construct.node.default_child
     assert isinstance(resource, CfnResource)
     resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
 

@@ -510,3 +510,40 @@ def test_properties_without_the_digest_are_refused(deployment: Deployment) -> No
 
     assert "lack MigrationsDigest" in failed(deployment.deploy(cfn_event("Create", properties), "CREATE_IN_PROGRESS"))
     assert deployment.aws.invocations == []
+
+
+@pytest.mark.parametrize(
+    ("stack_status", "protected_after"),
+    [("ROLLBACK_IN_PROGRESS", False), ("DELETE_IN_PROGRESS", True), ("UPDATE_ROLLBACK_IN_PROGRESS", True),
+     ("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", True)],
+)  # fmt: skip
+def test_only_a_failed_first_create_turns_deletion_protection_off(
+    deployment: Deployment, stack_status: str, protected_after: bool
+) -> None:
+    import boto3
+
+    rds = boto3.client("rds")
+    rds.create_db_cluster(
+        DBClusterIdentifier="pg-schema-deploy-production", Engine="aurora-postgresql",
+        MasterUsername="webapp", MasterUserPassword="not-the-real-one", DeletionProtection=True,
+    )  # fmt: skip
+    guard = {"ServiceToken": "token", "DatabaseIdentifier": "pg-schema-deploy-production", "DatabaseKind": "cluster"}
+    event = {**cfn_event("Delete", guard, physical_id="create-rollback-guard-pg-schema-deploy-production"),
+             "ResourceType": "Custom::CreateRollbackGuard"}  # fmt: skip
+
+    response = deployment.deploy(event, stack_status)
+
+    assert response.status == "SUCCESS" and response.data == {}
+    [cluster] = rds.describe_db_clusters(DBClusterIdentifier="pg-schema-deploy-production")["DBClusters"]
+    assert cluster["DeletionProtection"] is protected_after
+    assert deployment.aws.invocations == []
+
+
+def test_the_guard_does_nothing_on_create(deployment: Deployment) -> None:
+    guard = {"ServiceToken": "token", "DatabaseIdentifier": "pg-schema-deploy-production", "DatabaseKind": "instance"}
+    event = {**cfn_event("Create", guard), "ResourceType": "Custom::CreateRollbackGuard"}
+
+    response = deployment.deploy(event, "CREATE_IN_PROGRESS")
+
+    assert response.status == "SUCCESS"
+    assert response.body["PhysicalResourceId"] == "create-rollback-guard-pg-schema-deploy-production"

@@ -117,8 +117,15 @@ def test_deletion_protection_and_removal_policies(synth: Synth, env: str) -> Non
     if env == "production":
         assert database["Properties"]["DeletionProtection"] is True
         assert database["DeletionPolicy"] == database["UpdateReplacePolicy"] == "Snapshot"
-        assert secret["DeletionPolicy"] == "Retain"  # a final snapshot needs the password that opens it
-        assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Retain"}
+        # Kept after a delete (a final snapshot needs the password that opens it) and a replacement, but
+        # deleted by the rollback of a failed first create, so that the retry meets no leftover name.
+        assert (secret["DeletionPolicy"], secret["UpdateReplacePolicy"]) == ("RetainExceptOnCreate", "Retain")
+        assert {(group["DeletionPolicy"], group["UpdateReplacePolicy"]) for group in log_groups.values()} == {
+            ("RetainExceptOnCreate", "Retain")
+        }
+        # deletion protection does not hold up that rollback: the guard turns it off first
+        _, guard = only(template, "Custom::CreateRollbackGuard")
+        assert guard["Properties"]["DatabaseIdentifier"] == {"Ref": database_resource(template, flavour)[0]}
         assert synth.stacks[env].termination_protection is True
     else:
         assert database["Properties"]["DeletionProtection"] is False
@@ -126,6 +133,7 @@ def test_deletion_protection_and_removal_policies(synth: Synth, env: str) -> Non
         assert secret["DeletionPolicy"] == "Delete"
         assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Delete"}
         assert synth.stacks[env].termination_protection is False
+        assert not resources(template, "Custom::CreateRollbackGuard")
     if flavour == "rds-free":
         assert database["Properties"]["DeleteAutomatedBackups"] is (env == "testing")
 
