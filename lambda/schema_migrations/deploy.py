@@ -69,9 +69,6 @@ APPLYING_STATUSES = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS")
 # Invoke errors raised before the runner's code runs: retrying them cannot apply anything twice.
 NOT_STARTED_ERRORS = ("ResourceNotReadyException", "TooManyRequestsException", "EC2ThrottledException")
 BACKOFF_CAP_SECONDS = 20.0
-# AppliedThisDeploy lists what the database recorded since the deploy started, by its own clock:
-# this much earlier still counts (AWS clocks agree far better; no other run applies in between).
-CLOCK_SKEW_SECONDS = 5.0
 
 
 class LambdaContext(Protocol):
@@ -146,8 +143,11 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
             "the deploy's time for migrations is used up with migrations still pending; those applied stay "
             "applied: deploy again to continue (or raise migration.total_timeout_seconds in stacks/settings.py)"
         )
+    # AppliedThisDeploy: what the database recorded (its clock) since on_event began (this one's):
+    # both clocks are AWS-synchronised to well under the seconds between on_event and the first
+    # migration, and the previous deploy's last migration committed before this deploy began.
     request = {"action": "apply", "digest": event["ResourceProperties"].get("MigrationsDigest"),
-               "applied_since": state["started"] - CLOCK_SKEW_SECONDS}  # fmt: skip
+               "applied_since": state["started"]}  # fmt: skip
     answer, budget = _run(request, context, deploy_left)
     if answer.get("ok"):
         applied = [str(version) for version in answer.get("applied_since") or []]
@@ -324,7 +324,7 @@ def _invoke_runner(
         # No retries inside botocore: only the errors below are safe to retry, and they are retried here.
         config = Config(read_timeout=max(10.0, budget + 5), connect_timeout=10, retries={"total_max_attempts": 1})
         client = boto3.client("lambda", config=config)
-        payload = {**request, "budget_seconds": budget} if request["action"] == "apply" else request
+        payload = {**request, "budget_seconds": budget}  # the runner answers before this function gives up
         try:
             response = client.invoke(FunctionName=name, InvocationType="RequestResponse",
                                      Payload=json.dumps(payload).encode())  # fmt: skip

@@ -4,7 +4,7 @@ Invoked only by the deploy function (never by CloudFormation directly), with one
 
     {"action": "apply", "digest": <manifest digest the deploy expects>, "credentials": {...},
      "budget_seconds": <at most this long>, "applied_since": <epoch seconds the deploy started>}
-    {"action": "status" | "dry-run", "credentials": {...}}
+    {"action": "status" | "dry-run", "credentials": {...}, "budget_seconds": <at most this long>}
 
 ``credentials`` is the database secret's host, port, dbname, username and password, read by the
 deploy function outside the VPC (this function's subnets have no route to Secrets Manager). When
