@@ -173,6 +173,18 @@ def test_rollback_after_a_database_replacement_touches_nothing(deployment: Deplo
     assert response.data["AppliedCount"] == "0" and deployment.aws.invocations == []
 
 
+def test_a_deploy_that_cloudformation_gave_up_on_starts_no_further_run(deployment: Deployment) -> None:
+    """Its timeout passed, the stack rolls back, the waiter still calls: nothing more is applied."""
+    deployment.write(FIRST)
+    event = cfn_event("Update", deployment.properties(), old_properties={})
+    deployment.aws.stack_status[STACK_NAME] = "UPDATE_IN_PROGRESS"
+    waiting = {**event, **deployment.send(event)}
+    deployment.aws.stack_status[STACK_NAME] = "UPDATE_ROLLBACK_IN_PROGRESS"
+
+    assert deployment.send(waiting) == {"IsComplete": True}
+    assert deployment.aws.invocations == []
+
+
 def test_a_hand_made_update_outside_a_deploy_is_refused(deployment: Deployment) -> None:
     deployment.write(FIRST)
     properties = deployment.properties()
