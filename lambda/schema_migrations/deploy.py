@@ -69,6 +69,7 @@ APPLYING_STATUSES = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS")
 # Invoke errors raised before the runner's code runs: retrying them cannot apply anything twice.
 NOT_STARTED_ERRORS = ("ResourceNotReadyException", "TooManyRequestsException", "EC2ThrottledException")
 BACKOFF_CAP_SECONDS = 20.0
+NEXT_CALL_SECONDS = 15.0  # the framework calls is_complete again 10 s after "not complete"
 
 
 class LambdaContext(Protocol):
@@ -139,10 +140,7 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
         raise MigrationDeployError(f"refused: stack {stack.name} is {stack.status}, no deploy is in progress")
     deploy_left = float(state["deadline"]) - time.time()
     if deploy_left < MIN_RUN_SECONDS + INVOKE_RESERVE_SECONDS:
-        raise MigrationDeployError(
-            "the deploy's time for migrations is used up with migrations still pending; those applied stay "
-            "applied: deploy again to continue (or raise migration.total_timeout_seconds in stacks/settings.py)"
-        )
+        raise _time_used_up(None)
     # AppliedThisDeploy: what the database recorded (its clock) since on_event began (this one's):
     # both clocks are AWS-synchronised to well under the seconds between on_event and the first
     # migration, and the previous deploy's last migration committed before this deploy began.
@@ -155,9 +153,20 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
         _log(f"✅ Schema version {data['SchemaVersion']}; applied this deploy: {data['AppliedThisDeploy']}")
         return {"IsComplete": True, "Data": data}
     if _continues(answer, full_run=budget >= _runner_timeout()):
+        if float(state["deadline"]) - time.time() < MIN_RUN_SECONDS + INVOKE_RESERVE_SECONDS + NEXT_CALL_SECONDS:
+            raise _time_used_up(answer)  # no time for another run: say why this one stopped
         _log(f"⏭️  {answer.get('kind')}: {answer.get('error')}; the next call continues")
         return {"IsComplete": False}
     raise MigrationDeployError(failure_message(answer))
+
+
+def _time_used_up(last: dict[str, Any] | None) -> MigrationDeployError:
+    """The deploy's time for migrations is over with some still pending; why the last run stopped."""
+    reason = f" (the last run: {failure_message(last)})" if last else ""
+    return MigrationDeployError(
+        f"the deploy's time for migrations is used up with migrations still pending{reason}; those applied stay "
+        "applied: deploy again to continue (or raise migration.total_timeout_seconds in stacks/settings.py)"
+    )
 
 
 def create_rollback_guard(event: dict[str, Any]) -> dict[str, Any]:
