@@ -20,7 +20,8 @@ CloudFormation events (through the Provider framework, which calls ``on_event`` 
                credentials in the payload (Lambda Invoke, over TLS, payloads are not logged). The
                runner stops cleanly between migrations when its time runs short; the next call
                continues where it stopped, until nothing is pending or the deploy's time for
-               migrations (the framework's total timeout) is used up. The answer's Data:
+               migrations (DEPLOY_BUDGET_SECONDS, migration.total_timeout_seconds) is used up;
+               the framework's own total timeout is longer. The answer's Data:
                SchemaVersion / AppliedThisDeploy / AppliedCount. A failure raises; every message
                fits CloudFormation's 4 KB response in UTF-8 bytes.
 
