@@ -23,7 +23,9 @@ _RETENTION = {
 _REMOVAL = {
     Removal.DESTROY: RemovalPolicy.DESTROY,
     Removal.SNAPSHOT: RemovalPolicy.SNAPSHOT,
-    Removal.RETAIN: RemovalPolicy.RETAIN,
+    # Kept after a delete or a replacement, but not after a failed first create: that rollback
+    # deletes it, so the retry does not meet a leftover of the same name.
+    Removal.RETAIN: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
 }
 
 
@@ -43,7 +45,9 @@ def removal_policy(removal: Removal) -> RemovalPolicy:
 def companion_removal_policy(removal: Removal) -> RemovalPolicy:
     """Removal policy for what belongs to the database (its secret, its logs): kept unless destroyed.
 
-    SNAPSHOT is only valid on resources that take snapshots, so SNAPSHOT maps to RETAIN here: a
-    final snapshot is useless without the password that opens it.
+    SNAPSHOT is only valid on resources that take snapshots, so SNAPSHOT maps to a retain here: a
+    final snapshot is useless without the password that opens it. RETAIN_ON_UPDATE_OR_DELETE
+    (DeletionPolicy RetainExceptOnCreate): the rollback of a failed first create deletes them, so
+    that log groups and secrets with fixed names do not block the retry ("already exists").
     """
-    return RemovalPolicy.DESTROY if removal is Removal.DESTROY else RemovalPolicy.RETAIN
+    return RemovalPolicy.DESTROY if removal is Removal.DESTROY else RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE

@@ -46,12 +46,19 @@ AUTO_PAUSE_MAX_SECONDS = 86_400
 MAX_ACU = 256.0
 # Retention periods CloudWatch Logs accepts (the subset offered here).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 180, 365)
-# The deploy-time migration chain: the runner function's timeout, plus 60 s for the deploy function
-# around it, plus 60 s for the custom resource's service timeout. Lambda stops any function at
-# 900 s, so the runner may take at most 840 s.
+# The deploy-time migration chain: each run of the runner function has its timeout, the deploy
+# function 60 s more around it. Lambda stops any function at 900 s, so one run takes at most 840 s.
+# A deploy chains runs (the Provider framework's is_complete polling) for up to total_timeout_seconds;
+# CloudFormation waits at most 3600 s for a custom resource (ServiceTimeout's ceiling, also the
+# framework's documented maximum), which must cover that, the first answer and the last one.
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
 MIGRATION_CHAIN_MARGIN_SECONDS = 60
 MIGRATION_MAX_TIMEOUT_SECONDS = LAMBDA_MAX_TIMEOUT_SECONDS - MIGRATION_CHAIN_MARGIN_SECONDS
+CUSTOM_RESOURCE_MAX_SECONDS = 3600
+MIGRATION_POLL_SECONDS = 10  # between two runs of one deploy
+MIGRATION_MAX_TOTAL_SECONDS = (
+    CUSTOM_RESOURCE_MAX_SECONDS - 2 * MIGRATION_CHAIN_MARGIN_SECONDS - 3 * MIGRATION_POLL_SECONDS
+)
 
 
 class SettingsError(ValueError):
@@ -181,8 +188,12 @@ class NetworkSettings:
 class MigrationSettings:
     """The deploy-time schema migration (a custom resource and two Lambda functions)."""
 
-    # Longest a deploy may spend applying migrations; the runner stops between files before it.
+    # Longest one run of the runner function may take; it stops between files before it, and the
+    # deploy starts another run, until total_timeout_seconds.
     timeout_seconds: int = 600
+    # Longest a deploy may spend applying migrations, across runs; what is pending then fails the
+    # deploy ("deploy again to continue"), what was applied stays.
+    total_timeout_seconds: int = 1800
     memory_mb: int = 512
     # Adds a Secrets Manager interface endpoint (about $7.30 per AZ-month) so the in-VPC runner reads
     # the secret itself; off, the out-of-VPC deploy function reads it and hands it over ($0).
@@ -197,18 +208,33 @@ class MigrationSettings:
                 f"(the deploy function adds {MIGRATION_CHAIN_MARGIN_SECONDS} s and Lambda stops at "
                 f"{LAMBDA_MAX_TIMEOUT_SECONDS} s)"
             )
+        if not self.timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS <= self.total_timeout_seconds <= (
+            MIGRATION_MAX_TOTAL_SECONDS
+        ) or self.total_timeout_seconds % MIGRATION_POLL_SECONDS:
+            raise SettingsError(
+                f"migration total_timeout_seconds={self.total_timeout_seconds}: must be a multiple of "
+                f"{MIGRATION_POLL_SECONDS} from timeout_seconds + {MIGRATION_CHAIN_MARGIN_SECONDS} "
+                f"({self.timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS}) to {MIGRATION_MAX_TOTAL_SECONDS} "
+                f"(CloudFormation waits at most {CUSTOM_RESOURCE_MAX_SECONDS} s for a custom resource)"
+            )
         if not 128 <= self.memory_mb <= 10_240:
             raise SettingsError(f"migration memory_mb={self.memory_mb}: must be 128 to 10240 (Lambda's range)")
 
     @property
     def deploy_timeout_seconds(self) -> int:
-        """The out-of-VPC deploy function waits for the runner, then answers."""
+        """The out-of-VPC deploy function waits for one run of the runner, then answers."""
         return self.timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS
+
+    @property
+    def provider_timeout_seconds(self) -> int:
+        """The Provider framework's total timeout: past the deploy function's own deadline for
+        migrations, so that its message, not the framework's "Operation timed out", ends a deploy."""
+        return self.total_timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS
 
     @property
     def service_timeout_seconds(self) -> int:
         """How long CloudFormation waits for the custom resource before failing the deploy."""
-        return self.deploy_timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS
+        return self.provider_timeout_seconds + MIGRATION_CHAIN_MARGIN_SECONDS + 3 * MIGRATION_POLL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -338,6 +364,8 @@ PRODUCTION = EnvironmentSettings(
     removal=Removal.SNAPSHOT,
     multi_az=False,
     log_retention_days=90,
+    # Long migrations on real data get most of the hour CloudFormation waits for a custom resource.
+    migration=MigrationSettings(total_timeout_seconds=3000),
 )
 
 ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TESTING, PRODUCTION)}

@@ -3,8 +3,9 @@
 Invoked only by the deploy function (never by CloudFormation directly), with one of:
 
     {"action": "apply", "digest": <manifest digest the deploy expects>, "credentials": {...},
-     "roles": {"application": <name>, "readonly": <name>}}
-    {"action": "status" | "dry-run", "credentials": {...}}
+     "roles": {"application": <name>, "readonly": <name>}, "budget_seconds": <at most this long>,
+     "applied_since": <epoch seconds the deploy started>}
+    {"action": "status" | "dry-run", "credentials": {...}, "budget_seconds": <at most this long>}
 
 ``credentials`` is the host, port and dbname of the database and the master secret's username and
 password, read by the deploy function outside the VPC (this function's subnets have no route to
@@ -16,35 +17,40 @@ this function reads DATABASE_SECRET_ARN itself.
 
 It answers with a JSON object and never raises for a migration problem:
     {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version",
-     "schema_drift": [...] (apply), "status": {...} (status, dry-run)}
+     "applied_since": [every version applied since applied_since, by this run or an earlier one],
+     "schema_drift": [...] (apply), "roles_changed" (apply), "status": {...} (status, dry-run)}
     {"ok": false, "error": <message, paths relative to the asset>, "kind": <error class>, "applied": [...],
-     "schema_drift": [...]}
+     "failed": <the migration it stopped in>, "rolled_back": <it left nothing behind>,
+     "budget_cut": <a statement was stopped by the end of this run's time>, "schema_drift": [...]}
 
 Before an apply runs migrations it compares the live schema with the one the last apply recorded:
 the changes made outside migrations are named in the log and the answer (``schema_drift``), and
 with SCHEMA_DRIFT=fail (stacks/settings.py, per environment) the run stops there, nothing applied.
 
 TLS is always on: sslmode=verify-full against the Amazon RDS CA bundle shipped beside the code.
-The whole run fits in the invocation: connect retries (an Aurora cluster resuming from auto-pause),
-the lock wait and every statement are bounded by the remaining time, and the core stops between
-migrations when too little is left. The guide's log lines go to stdout (CloudWatch), without the
-password.
+The whole run fits in the invocation (or the shorter budget the deploy gives): connect retries (an
+Aurora cluster resuming from auto-pause), the lock wait and every statement are bounded by the
+remaining time, and the core stops between migrations when too little is left. The lock wait is
+the whole budget: a duplicate invocation waits for the first run, then finds nothing to do. The
+guide's log lines go to stdout (CloudWatch), without the password.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from psycopg.conninfo import make_conninfo
 
 from database.cli.render import HumanRenderer
-from database.migrator.errors import MigrationError
-from database.migrator.events import Applied, Connected, Event, Notice, Planned, SchemaDrift, ignore_events
+from database.migrator.errors import MigrationError, MigrationFailedError
+from database.migrator.events import Applied, Applying, Connected, Event, Notice, Planned, SchemaDrift, ignore_events
 from database.migrator.manifest import build_manifest
 from database.migrator.orchestration import RunnerSettings, apply, read_status
 from database.migrator.postgres import ConnectSettings, connect
@@ -64,7 +70,6 @@ ANSWER_RESERVE_SECONDS = 2.0
 MARGIN_SECONDS = 15.0
 # Long enough for an Aurora cluster resuming from auto-pause (15-30 s), with retries.
 CONNECT_TIMEOUT_SECONDS = 120.0
-LOCK_WAIT_SECONDS = 300.0
 LOCK_TIMEOUT = "5s"  # a migration's DDL waiting behind the application's queries: fail, don't block them
 STATEMENT_TIMEOUT = "10min"  # lowered further to the time left in the invocation
 
@@ -82,7 +87,8 @@ class RequestError(MigrationError):
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - ANSWER_RESERVE_SECONDS
+    budget = float(event.get("budget_seconds") or math.inf)
+    deadline = time.monotonic() + min(context.get_remaining_time_in_millis() / 1000, budget) - ANSWER_RESERVE_SECONDS
     environment = os.environ.get("ENVIRONMENT_NAME", "unknown")
     action = event.get("action")
     credentials = event.get("credentials")
@@ -112,6 +118,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "applied": report.applied,
                 "schema_version": report.schema_version(),
                 "schema_drift": report.schema_drift,
+                "applied_since": report.applied_since(event.get("applied_since")),
             }
             if roles is not None:
                 answer["roles_changed"] = _ensure_roles(settings, roles, log)
@@ -131,6 +138,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "applied": report.applied,
             "total": report.total,
             "schema_drift": report.schema_drift,
+            "failed": report.failed(),
+            "rolled_back": report.left_nothing_behind(),
+            "budget_cut": _cut_by_budget(error, deadline),
         }
     answer.update(server_version=report.server_version, notices=report.notices)
     return scrub_document(answer, *log.secrets)  # type: ignore[return-value]
@@ -168,7 +178,7 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
             statement_timeout=STATEMENT_TIMEOUT,
         ),
         applied_by=f"deploy:{environment}",
-        lock_wait_seconds=LOCK_WAIT_SECONDS,
+        lock_wait_seconds=max(1.0, left),
         deadline=deadline,
         deadline_margin_seconds=MARGIN_SECONDS,
         pre_apply_check=drift_check(refuse=_DRIFT_POLICIES[policy]),
@@ -192,6 +202,12 @@ def _ensure_roles(settings: RunnerSettings, roles: AccessRoles, log: _ScrubbingW
     for statement in statements:
         log.write(f"   {statement}\n")
     return len(statements)
+
+
+def _cut_by_budget(error: MigrationError, deadline: float) -> bool:
+    """A statement cancelled (57014) at the end of this run's time, not by the configured timeout."""
+    cancelled = isinstance(error, MigrationFailedError) and error.sqlstate == "57014"
+    return cancelled and deadline - time.monotonic() <= MARGIN_SECONDS + 2
 
 
 def _check_digest(expected: object) -> None:
@@ -232,6 +248,8 @@ class _Report:
         self.server_version: str | None = None
         self.notices: list[str] = []
         self.schema_drift: list[str] = []  # found before the apply ran migrations
+        self.applied_at: dict[str, datetime | None] = {}
+        self.started: Applying | None = None  # the migration under way, until it is applied
 
     def event(self, event: Event) -> None:
         match event:
@@ -240,8 +258,12 @@ class _Report:
             case Planned(status):
                 self.total = len(status.pending)
                 self.previously_applied = [item.version for item in status.applied]
+                self.applied_at = {item.version: item.applied_at for item in status.applied}
+            case Applying():
+                self.started = event
             case Applied(version, _):
                 self.applied.append(version)
+                self.started = None
             case Notice(message):
                 self.notices.append(message)
             case SchemaDrift(changes):
@@ -249,10 +271,30 @@ class _Report:
             case _:
                 pass
 
+    def failed(self) -> str | None:
+        return self.started.version if self.started else None
+
+    def left_nothing_behind(self) -> bool:
+        """Stopped between migrations, or in one that ran in a transaction (rolled back whole)."""
+        return self.started is None or self.started.in_transaction
+
+    def applied_since(self, since: object) -> list[str]:
+        """Versions applied at or after ``since`` (epoch seconds, the deploy's start): by earlier
+        runs of the same deploy, then by this one."""
+        if not isinstance(since, int | float):
+            return self.applied
+        start = datetime.fromtimestamp(since, UTC)
+        earlier = [version for version, at in self.applied_at.items() if at is not None and at >= start]
+        return sorted(earlier, key=_number) + self.applied
+
     def schema_version(self) -> str | None:
         """The newest migration the database now has (versions start with their number)."""
         versions = self.previously_applied + self.applied
-        return max(versions, key=lambda version: int(version.split("_", 1)[0])) if versions else None
+        return max(versions, key=_number) if versions else None
+
+
+def _number(version: str) -> int:
+    return int(version.split("_", 1)[0])
 
 
 class _ScrubbingWriter:

@@ -24,21 +24,24 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
 from aws_cdk import custom_resources as cr
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from database.migrator.errors import InvalidMigrationError
 from database.migrator.manifest import Manifest, build_manifest
 from stacks.common import companion_removal_policy
 from stacks.compliance import acknowledge
 from stacks.database.base import PostgresDatabase
-from stacks.settings import DatabaseAccess, EnvironmentSettings, SettingsError
+from stacks.settings import MIGRATION_POLL_SECONDS, DatabaseAccess, EnvironmentSettings, SettingsError
 
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.X86_64
 DEPLOY_HANDLER = "schema_migrations.deploy.handler"
 RUNNER_HANDLER = "schema_migrations.runner.handler"
 RESOURCE_TYPE = "Custom::SchemaMigrations"
+GUARD_RESOURCE_TYPE = "Custom::CreateRollbackGuard"
+GUARD_TIMEOUT_SECONDS = 300  # its Delete makes one RDS call
 HTTPS_PORT = 443
 # The deploy function only reads a secret and waits for the runner: the smallest size that keeps
 # boto3's import quick.
@@ -62,6 +65,8 @@ def function_names(settings: EnvironmentSettings) -> dict[str, str]:
         "deploy": f"{settings.identifier}-migrate",
         "runner": f"{settings.identifier}-migration-runner",
         "provider": f"{settings.identifier}-migration-provider",
+        "provider-waiter": f"{settings.identifier}-migration-waiter",
+        "provider-timeout": f"{settings.identifier}-migration-timeout",
     }
 
 
@@ -181,7 +186,14 @@ class SchemaMigration(Construct):
             description=f"pg-schema-deploy {settings.name}: migration deploy step (reads the secret, calls the runner)",
         )
         deploy_role.add_to_policy(
-            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.runner_function.function_arn])
+            iam.PolicyStatement(
+                # GetFunction: waiting for an Inactive runner to become Active again.
+                actions=["lambda:InvokeFunction", "lambda:GetFunction"],
+                resources=[self.runner_function.function_arn],
+            )
+        )
+        deploy_role.add_to_policy(  # the stack's status tells a rollback from a deploy
+            iam.PolicyStatement(actions=["cloudformation:DescribeStacks"], resources=[Stack.of(self).stack_id])
         )
         if not migration.secrets_manager_endpoint:
             database.grant_secret_read(deploy_role)
@@ -201,6 +213,8 @@ class SchemaMigration(Construct):
                 "ENVIRONMENT_NAME": settings.name,
                 "SECRETS_IN_VPC": "1" if migration.secrets_manager_endpoint else "0",
                 **_connection_facts(database),
+                "RUNNER_TIMEOUT_SECONDS": str(migration.timeout_seconds),
+                "DEPLOY_BUDGET_SECONDS": str(migration.total_timeout_seconds),
             },
             role=deploy_role,
             function_name=names["deploy"],
@@ -212,19 +226,38 @@ class SchemaMigration(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"pg-schema-deploy {settings.name}: CDK provider framework (invokes the deploy step)",
         )
+        waiter_role = iam.Role(
+            self,
+            "ProviderWaiterRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"pg-schema-deploy {settings.name}: CDK provider framework's is-complete and timeout steps",
+        )
+        # is_complete: the deploy function again, called until every pending migration is applied,
+        # each call one run of the runner (a long history takes several).
         self.provider = cr.Provider(
             self,
             "Provider",
             on_event_handler=self.deploy_function,
+            is_complete_handler=self.deploy_function,
+            query_interval=Duration.seconds(MIGRATION_POLL_SECONDS),
+            total_timeout=Duration.seconds(migration.provider_timeout_seconds),
             framework_on_event_role=provider_role,
+            framework_complete_and_timeout_role=waiter_role,
             provider_function_name=names["provider"],
         )
-        framework_function = self.provider.node.find_child("framework-onEvent")
-        assert isinstance(framework_function, lambda_.Function)
-        functions = {"runner": self.runner_function, "deploy": self.deploy_function, "provider": framework_function}
+        functions = {"runner": self.runner_function, "deploy": self.deploy_function}
+        for role, child in (("provider", "framework-onEvent"), ("provider-waiter", "framework-isComplete"),
+                            ("provider-timeout", "framework-onTimeout")):  # fmt: skip
+            framework_function = self.provider.node.find_child(child)
+            assert isinstance(framework_function, lambda_.Function)
+            cfn_function = framework_function.node.default_child
+            assert isinstance(cfn_function, lambda_.CfnFunction)
+            cfn_function.function_name = names[role]  # the Provider names only its onEvent function
+            functions[role] = framework_function
         for role, function in functions.items():
             _keep_logs(function, names[role], settings)
             _accept_role_dependency(function)
+        _accept_role_dependency(self.provider.node.find_child("waiter-state-machine"))
 
         self.resource = CustomResource(
             self,
@@ -241,7 +274,32 @@ class SchemaMigration(Construct):
         if self.secrets_endpoint is not None:
             self.resource.node.add_dependency(self.secrets_endpoint, endpoint_security_group)
 
-        self._acknowledge_findings(settings, runner_role, provider_role)
+        self.create_rollback_guard: CustomResource | None = None
+        if settings.deletion_protection:
+            self.create_rollback_guard = self._guard_first_create(database, deploy_role)
+
+        self._acknowledge_findings(settings, runner_role, [provider_role, waiter_role])
+
+    def _guard_first_create(self, database: PostgresDatabase, deploy_role: iam.Role) -> CustomResource:
+        """A resource beside the database whose deletion, during the rollback of a failed first
+        create only, turns deletion protection off: CloudFormation deletes it before the database
+        (it names the database), so the rollback completes and the create can be retried."""
+        resource = database.resource
+        if isinstance(resource, rds.DatabaseCluster):
+            kind, identifier, arn = "cluster", resource.cluster_identifier, resource.cluster_arn
+        else:
+            assert isinstance(resource, rds.DatabaseInstance)
+            kind, identifier, arn = "instance", resource.instance_identifier, resource.instance_arn
+        action = "rds:ModifyDBCluster" if kind == "cluster" else "rds:ModifyDBInstance"
+        deploy_role.add_to_policy(iam.PolicyStatement(actions=[action], resources=[arn]))
+        return CustomResource(
+            self,
+            "CreateRollbackGuard",
+            service_token=self.provider.service_token,
+            resource_type=GUARD_RESOURCE_TYPE,
+            service_timeout=Duration.seconds(GUARD_TIMEOUT_SECONDS),
+            properties={"DatabaseIdentifier": identifier, "DatabaseKind": kind},
+        )
 
     def _secrets_manager_endpoint(self, settings: EnvironmentSettings, database: PostgresDatabase) -> ec2.SecurityGroup:
         """An interface endpoint in the database subnets that only the runner's group may reach; its group."""
@@ -269,7 +327,7 @@ class SchemaMigration(Construct):
         return endpoint_security_group
 
     def _acknowledge_findings(
-        self, settings: EnvironmentSettings, runner_role: iam.Role, provider_role: iam.Role
+        self, settings: EnvironmentSettings, runner_role: iam.Role, framework_roles: list[iam.Role]
     ) -> None:
         """cdk-nag findings on the functions and their roles, each with why it stays."""
         acknowledge(
@@ -282,11 +340,35 @@ class SchemaMigration(Construct):
         deploy_resource = self.deploy_function.node.default_child
         assert isinstance(deploy_resource, CfnResource)
         deploy_id = Stack.of(self).get_logical_id(deploy_resource)
+        for framework_role in framework_roles:
+            acknowledge(
+                framework_role,
+                f"AwsSolutions-IAM5[Resource::<{deploy_id}.Arn>:*]",
+                "The CDK Provider framework grants its function invoke on the deploy function and that function's "
+                "versions (ARN:*); it can invoke nothing else.",
+            )
+        waiter = self.provider.node.find_child("waiter-state-machine")
+        for step in ("isComplete", "onTimeout"):
+            step_function = self.provider.node.find_child(f"framework-{step}").node.default_child
+            assert isinstance(step_function, CfnResource)
+            acknowledge(
+                waiter,
+                f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(step_function)}.Arn>:*]",
+                f"The Provider framework's waiter state machine may invoke its own {step} function and that "
+                "function's versions (ARN:*), nothing else.",
+            )
         acknowledge(
-            provider_role,
-            f"AwsSolutions-IAM5[Resource::<{deploy_id}.Arn>:*]",
-            "The CDK Provider framework grants its function invoke on the deploy function and that function's "
-            "versions (ARN:*); it can invoke nothing else.",
+            waiter,
+            "AwsSolutions-SF1",
+            "The waiter only calls the framework's is-complete function every few seconds during a deploy; "
+            "each call's outcome is in that function's and the deploy function's CloudWatch log groups, and "
+            "the execution history stays in the Step Functions console: a log group of its own adds nothing.",
+        )
+        acknowledge(
+            waiter,
+            "AwsSolutions-SF2",
+            "X-Ray traces of a two-state polling loop would show nothing the functions' logs do not: the time "
+            "goes into the migration runner, whose log line per migration has its duration.",
         )
         for function in (self.deploy_function, self.runner_function):
             acknowledge(
@@ -366,11 +448,12 @@ def _keep_logs(function: lambda_.Function, function_name: str, settings: Environ
     log_group.grant_write(function.role)
 
 
-def _accept_role_dependency(function: lambda_.Function) -> None:
-    """Tell cfn-lint that the function's DependsOn on its role is intended (W3005 "already enforced by
-    a GetAtt"): aws-cdk-lib adds it to every Function so that the role's separate policy exists before
-    Lambda uses it (for the runner: before it creates its network interfaces)."""
-    resource = function.node.default_child
+def _accept_role_dependency(construct: IConstruct) -> None:
+    """Tell cfn-lint that the function's (or the framework's state machine's) DependsOn on its role
+    is intended (W3005 "already enforced by a GetAtt"): aws-cdk-lib adds it so that the role's
+    separate policy exists before the service uses it (for the runner: before Lambda creates its
+    network interfaces)."""
+    resource = construct.node.default_child
     assert isinstance(resource, CfnResource)
     resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
 

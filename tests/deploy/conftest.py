@@ -7,7 +7,8 @@ The migration login has what the RDS master user has for the application's roles
 CREATEROLE and the right to grant ``rds_iam`` (a plain role here, as RDS's is without IAM).
 Only the CA differs from production: tests point the runner at the test CA instead of the
 Amazon RDS bundle (``runner.CA_BUNDLE``); no environment variable or flag weakens TLS.
-Secrets Manager is moto; Lambda Invoke is a local HTTP server (support.LocalAws).
+Secrets Manager is moto; Lambda Invoke and CloudFormation's DescribeStacks are a local HTTP server
+(support.LocalAws); the Provider framework's calls are support.ProviderFramework.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 
 from tests.conftest import local_server
-from tests.deploy.support import FakeContext, LocalAws, cfn_event, make_tls_files, resource_properties
+from tests.deploy.support import (
+    STACK_ID,
+    FakeContext,
+    FrameworkResponse,
+    LocalAws,
+    ProviderFramework,
+    cfn_event,
+    make_tls_files,
+    resource_properties,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 if str(PROJECT_ROOT / "lambda") not in sys.path:
@@ -42,6 +52,8 @@ MIGRATION_LOGIN = "migrator"
 PASSWORD = "Zq7'pw\\ord with space%40&x"
 RUNNER_FUNCTION = "PgSchemaDeploy-testing-MigrationRunner"
 APPLICATION_ROLES = ("webapp_app", "webapp_readonly")  # the stack's defaults (resource_properties)
+DEPLOY_FUNCTION = "pg-schema-deploy-testing-migrate"
+STACK_NAME = STACK_ID.split(":stack/")[1].split("/")[0]
 REGION = "eu-west-1"
 _HBA = """\
 hostssl all migrator 127.0.0.1/32 scram-sha-256
@@ -137,14 +149,24 @@ def database(tls_postgresql: psycopg.Connection[Any]) -> Database:
 @dataclass
 class Deployment:
     """The deploy function as the Provider framework calls it, its runner behind Lambda Invoke,
-    the secret in Secrets Manager: ``send`` an event, get what the framework would get."""
+    the secret in Secrets Manager, the stack's status in CloudFormation: ``deploy`` an event while
+    the stack is in a status, get the response CloudFormation would get; ``send`` one directly."""
 
     asset_root: Path
     database: Database
     aws: LocalAws
     secret_arn: str
-    runner_seconds: float = 120.0  # the runner function's timeout
+    deploy_seconds: float = 180.0  # the deploy function's timeout
     runner_failures: list[BaseException] = field(default_factory=list)
+
+    @property
+    def runner_seconds(self) -> float:
+        """The runner function's timeout (the deploy function knows it from its environment)."""
+        return float(os.environ["RUNNER_TIMEOUT_SECONDS"])
+
+    @runner_seconds.setter
+    def runner_seconds(self, seconds: float) -> None:
+        os.environ["RUNNER_TIMEOUT_SECONDS"] = str(seconds)
 
     @property
     def migrations(self) -> Path:
@@ -158,15 +180,20 @@ class Deployment:
     def properties(self, **overrides: Any) -> dict[str, Any]:
         return resource_properties(self.migrations, **overrides)
 
-    def send(self, event: dict[str, Any], seconds: float = 180.0) -> dict[str, Any]:
-        result: dict[str, Any] = deploy.handler(event, FakeContext(seconds))
+    def send(self, event: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = deploy.handler(event, FakeContext(seconds or self.deploy_seconds, DEPLOY_FUNCTION))
         return result
 
-    def create(self) -> dict[str, Any]:
-        return self.send(cfn_event("Create", self.properties()))
+    def deploy(self, event: dict[str, Any], stack_status: str) -> FrameworkResponse:
+        """CloudFormation sends ``event`` while the stack is in ``stack_status``."""
+        self.aws.stack_status[STACK_NAME] = stack_status
+        return ProviderFramework(self.send, DEPLOY_FUNCTION).run(event)
 
-    def update(self, old: dict[str, Any]) -> dict[str, Any]:
-        return self.send(cfn_event("Update", self.properties(), old_properties=old))
+    def create(self) -> FrameworkResponse:
+        return self.deploy(cfn_event("Create", self.properties()), "CREATE_IN_PROGRESS")
+
+    def update(self, old: dict[str, Any]) -> FrameworkResponse:
+        return self.deploy(cfn_event("Update", self.properties(), old_properties=old), "UPDATE_IN_PROGRESS")
 
     def point_at_port(self, port: int) -> None:
         """The functions' DATABASE_PORT (put back when the test ends)."""
@@ -221,6 +248,10 @@ def deployment(
         monkeypatch.setenv("SECRETS_IN_VPC", "0")
         for key, value in database.location().items():
             monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDFORMATION", aws.url)
+        monkeypatch.setenv("RUNNER_TIMEOUT_SECONDS", "120")
+        monkeypatch.setenv("DEPLOY_BUDGET_SECONDS", "600")
+        aws.stack_outputs[STACK_NAME] = {}
         result = Deployment(asset_root, database, aws, secret["ARN"])
         aws.functions[RUNNER_FUNCTION] = result.run_runner
         yield result

@@ -1,10 +1,15 @@
 """Stand-ins for what the deploy-time functions meet in AWS, all real at the network level:
 
 - ``LocalAws``: an HTTP server speaking the Lambda Invoke REST API (POST
-  /2015-03-31/functions/{name}/invocations), Secrets Manager's GetSecretValue (answered from
-  moto in this process) and CloudFormation's DescribeStacks (the stacks' outputs). boto3 reaches it
-  through AWS_ENDPOINT_URL_LAMBDA / AWS_ENDPOINT_URL_SECRETS_MANAGER /
-  AWS_ENDPOINT_URL_CLOUDFORMATION, so the functions' and the CLI's code run unchanged.
+  /2015-03-31/functions/{name}/invocations) and GetFunction (the function's State), Secrets
+  Manager's GetSecretValue (answered from moto in this process) and CloudFormation's
+  DescribeStacks (the stacks' status and outputs, by name or stack id). boto3 reaches it through
+  AWS_ENDPOINT_URL_LAMBDA / AWS_ENDPOINT_URL_SECRETS_MANAGER / AWS_ENDPOINT_URL_CLOUDFORMATION, so
+  the functions' and the CLI's code run unchanged. Invoke can be told to fail first the way Lambda
+  does before a function runs (429 TooManyRequestsException, 502 ResourceNotReadyException for an
+  Inactive function, which then comes back through Pending to Active).
+- ``ProviderFramework``: what the CDK Provider framework does with an on_event / is_complete
+  handler, down to the response body it PUTs to CloudFormation.
 - ``make_tls_files``: a test CA and a server certificate for 127.0.0.1, so the runner's
   sslmode=verify-full is exercised as in AWS, against a test CA instead of Amazon's.
 - CloudFormation-shaped events as the Provider framework hands them to its on_event handler.
@@ -19,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -95,11 +101,29 @@ class LocalAws:
     def __init__(self) -> None:
         self.functions: dict[str, LocalFunction] = {}
         self.stack_outputs: dict[str, dict[str, str]] = {}  # stack name -> its outputs
+        self.stack_status: dict[str, str] = {}  # stack name -> its status (default UPDATE_COMPLETE)
         self.invocations: list[tuple[str, dict[str, Any]]] = []
+        self.invoke_errors: list[tuple[int, str]] = []  # answered, in order, before any function runs
+        self.refused_invocations: list[str] = []  # the error codes answered
+        self.function_state: dict[str, str] = {}  # Active unless said otherwise
+        self.pending_polls = 2  # GetFunction answers Pending this often before Active
+        self.state_polls: list[str] = []
         self.secrets_read = 0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                match = re.fullmatch(r"/2015-03-31/functions/([^/]+)", self.path.split("?")[0])
+                if not match:
+                    self._answer(400, {"__type": "UnknownOperationException", "message": self.path})
+                    return
+                name = unquote(match.group(1))
+                state = owner.function_state.get(name, "Active")
+                owner.state_polls.append(state)
+                if state == "Pending" and owner.state_polls.count("Pending") >= owner.pending_polls:
+                    owner.function_state[name] = "Active"
+                self._answer(200, {"Configuration": {"FunctionName": name, "State": state}})
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 match = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", self.path.split("?")[0])
@@ -117,6 +141,13 @@ class LocalAws:
                 if function is None:
                     self._answer(404, {"Type": "User", "Message": f"Function not found: {name}"},
                                  {"X-Amzn-ErrorType": "ResourceNotFoundException"})  # fmt: skip
+                    return
+                refusal = owner.refusal(name)
+                if refusal is not None:
+                    status, code = refusal
+                    owner.refused_invocations.append(code)
+                    self._answer(status, {"Type": "User" if status < 500 else "Service", "message": code},
+                                 {"X-Amzn-ErrorType": code})  # fmt: skip
                     return
                 payload = json.loads(body or b"{}")
                 owner.invocations.append((name, payload))
@@ -139,10 +170,11 @@ class LocalAws:
                     "CreatedDate": value["CreatedDate"].timestamp(),
                 })  # fmt: skip
 
-            def _describe_stack(self, name: str) -> None:
+            def _describe_stack(self, name_or_id: str) -> None:
                 """CloudFormation's query-protocol answer (XML), as the real service gives it."""
+                name = name_or_id.split(":stack/")[-1].split("/")[0]
                 outputs = owner.stack_outputs.get(name)
-                if outputs is None:
+                if outputs is None or (name_or_id.startswith("arn:") and name_or_id != STACK_ID):
                     error = (
                         "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
                         f"<Message>Stack with id {escape(name)} does not exist</Message></Error></ErrorResponse>"
@@ -155,7 +187,8 @@ class LocalAws:
                 )
                 stack = (
                     f"<member><StackName>{escape(name)}</StackName><StackId>{STACK_ID}</StackId>"
-                    "<CreationTime>2026-11-25T09:00:00Z</CreationTime><StackStatus>UPDATE_COMPLETE</StackStatus>"
+                    "<CreationTime>2026-11-25T09:00:00Z</CreationTime>"
+                    f"<StackStatus>{owner.stack_status.get(name, 'UPDATE_COMPLETE')}</StackStatus>"
                     f"<Outputs>{members}</Outputs></member>"
                 )
                 document = (
@@ -187,6 +220,18 @@ class LocalAws:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def refusal(self, name: str) -> tuple[int, str] | None:
+        """The error Lambda answers an invoke with before the function runs, if any: a scripted
+        one, or ResourceNotReadyException for an Inactive function (which then starts coming back)."""
+        if self.invoke_errors:
+            return self.invoke_errors.pop(0)
+        state = self.function_state.get(name, "Active")
+        if state == "Inactive":
+            self.function_state[name] = "Pending"
+        if state != "Active":
+            return 502, "ResourceNotReadyException"
+        return None
 
     def __enter__(self) -> LocalAws:
         self.thread.start()
@@ -243,3 +288,89 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         )
     )
     return paths
+
+
+# Node's stack frames that the framework's Error adds to a failure's Reason (includeStackTraces is
+# on): ten frames, the most Node records, each as long as the framework's own ones or longer.
+FRAMEWORK_FRAMES = "".join(
+    f"\n    at async invokeUserFunction (/var/task/framework.js:1:{5000 + frame}) [node:internal/process/task_queues]"
+    for frame in range(10)
+)
+RESPONSE_LIMIT_BYTES = 4096  # CloudFormation refuses a longer response ("Response object is too long")
+
+
+@dataclass
+class FrameworkResponse:
+    """The body the framework PUTs to CloudFormation's response URL, and what led to it."""
+
+    body: dict[str, Any]
+    error: str | None  # the handler's own message, when it failed
+    is_complete_calls: int
+
+    @property
+    def status(self) -> str:
+        return str(self.body["Status"])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self.body.get("Data") or {})
+
+    @property
+    def size(self) -> int:
+        """The body's size in UTF-8 bytes, as JSON.stringify writes it."""
+        return len(json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+class ProviderFramework:
+    """The CDK Provider framework (aws-cdk-lib 2.275, custom-resources/lib/provider-framework/runtime/
+    framework.js) around one user function that is both on_event and is_complete handler: onEvent
+    merges the handler's answer into the event, the waiter calls isComplete until it says
+    IsComplete (at most ``max_attempts`` times), and the response carries the merged Data; a
+    handler error becomes Reason = "Error: <message>\\n\\nLogs: /aws/lambda/<name>\\n" and the stack."""
+
+    def __init__(self, user_function: Callable[[dict[str, Any]], dict[str, Any]], function_name: str,
+                 max_attempts: int = 50) -> None:  # fmt: skip
+        self.user_function = user_function
+        self.function_name = function_name
+        self.max_attempts = max_attempts
+
+    def run(self, request: dict[str, Any]) -> FrameworkResponse:
+        event = dict(request)
+        calls = 0
+        try:
+            answer = self.user_function({**event, "ResponseURL": "..."})
+            event = {**event, **answer, "PhysicalResourceId": answer.get("PhysicalResourceId")
+                     or event.get("PhysicalResourceId") or event["RequestId"]}  # fmt: skip
+            while True:
+                if calls == self.max_attempts:
+                    return self._respond("FAILED", event, "Operation timed out", None, calls)
+                calls += 1
+                result = self.user_function({**event, "ResponseURL": "..."})
+                if result.get("IsComplete"):
+                    break
+                if result.get("Data"):
+                    raise RuntimeError('"Data" is not allowed if "IsComplete" is "False"')
+            event = {**event, **result, "Data": {**(event.get("Data") or {}), **(result.get("Data") or {})}}
+            return self._respond("SUCCESS", event, "SUCCESS", None, calls)
+        except Exception as error:  # Lambda turns it into errorMessage; the framework into the Reason
+            if not event.get("PhysicalResourceId") and event["RequestType"] == "Create":
+                event["PhysicalResourceId"] = "AWSCDK::CustomResourceProviderFramework::CREATE_FAILED"
+            reason = f"Error: {error}\n\nLogs: /aws/lambda/{self.function_name}\n{FRAMEWORK_FRAMES}"
+            return self._respond("FAILED", event, reason, str(error), calls)
+
+    @staticmethod
+    def _respond(status: str, event: dict[str, Any], reason: str, error: str | None, calls: int) -> FrameworkResponse:
+        body = {
+            "Status": status, "Reason": reason, "StackId": event["StackId"], "RequestId": event["RequestId"],
+            "PhysicalResourceId": event.get("PhysicalResourceId"), "LogicalResourceId": event["LogicalResourceId"],
+            "NoEcho": None, "Data": event.get("Data"),
+        }  # fmt: skip
+        return FrameworkResponse(body, error, calls)
+
+
+def failed(response: FrameworkResponse) -> str:
+    """The handler's message of a failed request; the response CloudFormation gets fits its limit."""
+    assert response.status == "FAILED", response.body
+    assert response.size < RESPONSE_LIMIT_BYTES
+    assert response.error is not None and response.error in response.body["Reason"]
+    return response.error

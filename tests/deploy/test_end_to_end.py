@@ -1,7 +1,8 @@
 """The built asset, run as Lambda runs it: each function's handler in its own CPython 3.13 process
 with nothing on sys.path but the asset folder and boto3 (with its dependencies), through the whole
-chain: CloudFormation event -> deploy function -> Secrets Manager (moto, over HTTP) -> Lambda
-Invoke (local HTTP) -> runner function -> PostgreSQL over verified TLS.
+chain: CloudFormation event -> Provider framework (on_event, is_complete) -> deploy function ->
+CloudFormation DescribeStacks and Secrets Manager (over HTTP) -> Lambda Invoke (local HTTP) -> runner
+function -> PostgreSQL over verified TLS.
 
 Two sources for the functions' folders and handler names: the asset builder itself, and `cdk.out`
 of a synthesized app (each function's code asset and Handler, as CloudFormation would deploy
@@ -21,8 +22,8 @@ from typing import Any
 import pytest
 
 from stacks.migration.asset import CA_BUNDLE_NAME, build_migration_asset
-from tests.deploy.conftest import PROJECT_ROOT, REGION, RUNNER_FUNCTION, Database
-from tests.deploy.support import LocalAws, cfn_event, resource_properties
+from tests.deploy.conftest import PROJECT_ROOT, REGION, RUNNER_FUNCTION, STACK_NAME, Database
+from tests.deploy.support import LocalAws, ProviderFramework, cfn_event, resource_properties
 
 BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
 # What the Lambda runtime puts beside the code: boto3 and what it imports.
@@ -99,6 +100,13 @@ class AssetFunction:
         self.outside: list[str] = []
         self.logs: list[str] = []
 
+    def call(self, event: dict[str, Any]) -> dict[str, Any]:
+        """As the Provider framework sees it: the answer, or the function's error raised."""
+        answer, failed = self.invoke(event)
+        if failed:
+            raise RuntimeError(answer["errorMessage"])
+        return dict(answer)
+
     def invoke(self, event: dict[str, Any]) -> tuple[Any, bool]:
         result_file = Path(self.env["HOME"]) / "result.json"
         run = subprocess.run(
@@ -145,26 +153,30 @@ def test_the_built_asset_runs_the_whole_chain(
             **aws_env, "AWS_ENDPOINT_URL_LAMBDA": aws.url, "AWS_ENDPOINT_URL_SECRETS_MANAGER": aws.url,
             "RUNNER_FUNCTION_NAME": RUNNER_FUNCTION, "DATABASE_SECRET_ARN": secret["ARN"],
             "ENVIRONMENT_NAME": "testing", "SECRETS_IN_VPC": "0", **database.location(),
+            "AWS_ENDPOINT_URL_CLOUDFORMATION": aws.url,
+            "RUNNER_TIMEOUT_SECONDS": "60", "DEPLOY_BUDGET_SECONDS": "600",
         })  # fmt: skip
         aws.functions[RUNNER_FUNCTION] = runner.invoke
+        aws.stack_outputs[STACK_NAME] = {}
         properties = resource_properties(folders["deploy"] / "database" / "migrations")
+        framework = ProviderFramework(deploy.call, "pg-schema-deploy-testing-migrate")
 
-        created, failed = deploy.invoke(cfn_event("Create", properties))
-        assert not failed, created
+        aws.stack_status[STACK_NAME] = "CREATE_IN_PROGRESS"
+        created = framework.run(cfn_event("Create", properties))
+        assert created.status == "SUCCESS", created.body
         status, failed = deploy.invoke({"action": "status"})
         assert not failed, status
-        deleted, failed = deploy.invoke(cfn_event("Delete", properties))
-        assert not failed, deleted
+        aws.stack_status[STACK_NAME] = "DELETE_IN_PROGRESS"
+        deleted = framework.run(cfn_event("Delete", properties))
+        assert deleted.status == "SUCCESS", deleted.body
 
     versions = sorted(path.stem for path in (PROJECT_ROOT / "database" / "migrations").glob("*.sql"))
-    assert created == {
-        "PhysicalResourceId": "schema-migrations-testing",
-        "Data": {"SchemaVersion": versions[-1], "AppliedThisDeploy": ",".join(versions),
-                 "AppliedCount": str(len(versions))},
-    }  # fmt: skip
+    assert created.body["PhysicalResourceId"] == "schema-migrations-testing"
+    assert created.data == {"SchemaVersion": versions[-1], "AppliedThisDeploy": ",".join(versions),
+                            "AppliedCount": str(len(versions))}  # fmt: skip
     assert status["ok"] is True and status["status"]["pending"] == []
     assert [item["version"] for item in status["status"]["applied"]] == versions
-    assert deleted == {"PhysicalResourceId": "schema-migrations-testing"}
+    assert deleted.body["PhysicalResourceId"] == "schema-migrations-testing" and deleted.data == {}
     assert aws.secrets_read == 2 and len(aws.invocations) == 2  # Delete read and invoked nothing
     assert runner.outside == [] and deploy.outside == []  # everything imported came from the asset
     assert {name: snapshot(folder) for name, folder in folders.items()} == before  # nothing written there

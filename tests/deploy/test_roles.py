@@ -13,7 +13,7 @@ import pytest
 from psycopg import errors
 
 from tests.deploy.conftest import APPLICATION_ROLES, MIGRATION_LOGIN, Database, Deployment
-from tests.deploy.support import cfn_event
+from tests.deploy.support import FrameworkResponse, cfn_event, failed
 
 APPLICATION, READONLY = APPLICATION_ROLES
 FIRST = {
@@ -81,7 +81,7 @@ def refused(connection: psycopg.Connection[tuple[Any, ...]], statement: str) -> 
     return False
 
 
-def deploy_first(deployment: Deployment) -> dict[str, Any]:
+def deploy_first(deployment: Deployment) -> FrameworkResponse:
     deployment.write(FIRST)
     return deployment.create()
 
@@ -171,7 +171,7 @@ def test_what_a_later_deploy_creates_is_covered_with_no_grant(
 
     result = deployment.update(first)
 
-    assert result["Data"]["AppliedThisDeploy"] == "002_invoices"
+    assert result.data["AppliedThisDeploy"] == "002_invoices"
     assert f"🔑 Roles {APPLICATION}, {READONLY}: no changes" in capsys.readouterr().out
     with logged_in_as(deployment.database, APPLICATION) as app:
         app.execute("INSERT INTO invoices (total) VALUES (12.5), (7.5)")
@@ -193,7 +193,7 @@ def test_a_deploy_with_nothing_to_do_writes_nothing_to_the_catalogs(
 
     result = deployment.update(deployment.properties())
 
-    assert result["Data"]["AppliedCount"] == "0"
+    assert result.data["AppliedCount"] == "0"
     assert f"🔑 Roles {APPLICATION}, {READONLY}: no changes" in capsys.readouterr().out
     assert catalog(deployment.database) == before
 
@@ -242,11 +242,8 @@ def test_a_migration_login_without_the_right_to_create_roles_fails_the_deploy_cl
 ) -> None:
     as_admin(deployment.database, f"ALTER ROLE {MIGRATION_LOGIN} NOCREATEROLE")
     deployment.write(FIRST)
-    from schema_migrations.deploy import MigrationDeployError
-
-    with pytest.raises(MigrationDeployError, match=f"setting up the roles {APPLICATION} and {READONLY} failed: "
-                                                   "permission denied to create role"):  # fmt: skip
-        deployment.create()
+    message = failed(deployment.create())
+    assert f"setting up the roles {APPLICATION} and {READONLY} failed: permission denied to create role" in message
     # the migrations stay applied (each committed); the next deploy retries the roles
     assert deployment.applied_versions() == ["001_accounts"]
 

@@ -24,6 +24,13 @@ MIGRATION_ACKNOWLEDGMENTS = {
         ("Runner", "AwsSolutions-L1"),
         ("RunnerRole", "AwsSolutions-IAM5[Resource::*]"),
         ("ProviderRole", "AwsSolutions-IAM5[Resource::<SchemaMigrationDeploy9D9F654B.Arn>:*]"),
+        ("ProviderWaiterRole", "AwsSolutions-IAM5[Resource::<SchemaMigrationDeploy9D9F654B.Arn>:*]"),
+        ("Provider/waiter-state-machine",
+         "AwsSolutions-IAM5[Resource::<SchemaMigrationProviderframeworkisCompleteC9F658F2.Arn>:*]"),
+        ("Provider/waiter-state-machine",
+         "AwsSolutions-IAM5[Resource::<SchemaMigrationProviderframeworkonTimeout9BDF4833.Arn>:*]"),
+        ("Provider/waiter-state-machine", "AwsSolutions-SF1"),
+        ("Provider/waiter-state-machine", "AwsSolutions-SF2"),
     )
 }
 

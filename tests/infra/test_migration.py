@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from stacks.migration.schema_migration import migration_properties
 from stacks.settings import (
     ENVIRONMENTS,
     MIGRATION_MAX_TIMEOUT_SECONDS,
+    MIGRATION_MAX_TOTAL_SECONDS,
     ContextError,
     DatabaseAccess,
     MigrationSettings,
@@ -78,7 +80,13 @@ class Migration:
     runner_id: str
     deploy_id: str
     framework_id: str
+    waiter_id: str  # the framework's is-complete function
+    timeout_id: str  # the framework's on-timeout function
     runner_group_id: str
+
+    @property
+    def function_ids(self) -> tuple[str, ...]:
+        return (self.runner_id, self.deploy_id, self.framework_id, self.waiter_id, self.timeout_id)
 
     def resource(self, logical_id: str) -> dict[str, Any]:
         resource: dict[str, Any] = self.template["Resources"][logical_id]
@@ -124,7 +132,9 @@ def migration_of(template: dict[str, Any]) -> Migration:
         "schema_migrations.runner.handler",
         "schema_migrations.deploy.handler",
         "framework.onEvent",
-    }, "the migration adds exactly three functions"
+        "framework.isComplete",
+        "framework.onTimeout",
+    }, "the migration adds exactly five functions"
     groups = resources(template, "AWS::EC2::SecurityGroup")
     (runner_group_id,) = [lid for lid in groups if lid.startswith("SchemaMigrationRunnerSecurityGroup")]
     return Migration(
@@ -133,6 +143,8 @@ def migration_of(template: dict[str, Any]) -> Migration:
         runner_id=by_handler["schema_migrations.runner.handler"],
         deploy_id=by_handler["schema_migrations.deploy.handler"],
         framework_id=by_handler["framework.onEvent"],
+        waiter_id=by_handler["framework.isComplete"],
+        timeout_id=by_handler["framework.onTimeout"],
         runner_group_id=runner_group_id,
     )
 
@@ -169,6 +181,10 @@ def database_id(template: dict[str, Any]) -> str:
     return only(template, "AWS::RDS::DBInstance")[0]
 
 
+def waiter_machine_id(template: dict[str, Any]) -> str:
+    return only(template, "AWS::StepFunctions::StateMachine")[0]
+
+
 def is_aurora(template: dict[str, Any]) -> bool:
     return bool(resources(template, "AWS::RDS::DBCluster"))
 
@@ -193,7 +209,8 @@ def test_functions_runtime_handlers_and_placement(synth: Synth, env: str) -> Non
         "SecurityGroupIds": [get_att(migration.runner_group_id, "GroupId")],
     }
     assert "VpcConfig" not in deploy
-    assert "VpcConfig" not in migration.function(migration.framework_id), "the Provider framework stays outside"
+    for framework_id in (migration.framework_id, migration.waiter_id, migration.timeout_id):
+        assert "VpcConfig" not in migration.function(framework_id), "the Provider framework stays outside"
     assert (runner["Timeout"], runner["MemorySize"]) == (settings.timeout_seconds, settings.memory_mb) == (600, 512)
     assert deploy["Timeout"] == 660
 
@@ -211,6 +228,8 @@ def test_environment_variables_carry_no_credentials(synth: Synth, env: str) -> N
             "ENVIRONMENT_NAME": env,
             "SECRETS_IN_VPC": "0",
             **location(template),
+            "RUNNER_TIMEOUT_SECONDS": "600",
+            "DEPLOY_BUDGET_SECONDS": str(ENVIRONMENTS[env].migration.total_timeout_seconds),
         }
     }
 
@@ -252,17 +271,25 @@ def test_runner_egress_is_the_database_port_only(synth: Synth, env: str) -> None
 
 
 def test_deploy_role_reads_only_this_secret_and_invokes_only_the_runner(synth: Synth, env: str) -> None:
+    """Plus the status of its own stack, and in production the database's deletion protection
+    (the create-rollback guard)."""
     template = synth.json[env]
     migration = migration_of(template)
     log_group = migration.log_group_id(migration.deploy_id)
-    assert sorted(migration.statements(migration.deploy_id), key=json.dumps) == sorted(
-        [
-            {"Action": LOG_ACTIONS, "Effect": "Allow", "Resource": get_att(log_group, "Arn")},
-            {"Action": "lambda:InvokeFunction", "Effect": "Allow", "Resource": get_att(migration.runner_id, "Arn")},
-            {"Action": "secretsmanager:GetSecretValue", "Effect": "Allow", "Resource": secret_ref(template)},
-        ],
-        key=json.dumps,
-    )
+    expected = [
+        {"Action": LOG_ACTIONS, "Effect": "Allow", "Resource": get_att(log_group, "Arn")},
+        {"Action": ["lambda:GetFunction", "lambda:InvokeFunction"], "Effect": "Allow",
+         "Resource": get_att(migration.runner_id, "Arn")},
+        {"Action": "secretsmanager:GetSecretValue", "Effect": "Allow", "Resource": secret_ref(template)},
+        {"Action": "cloudformation:DescribeStacks", "Effect": "Allow", "Resource": {"Ref": "AWS::StackId"}},
+    ]  # fmt: skip
+    if env == "production":
+        kind = "cluster" if is_aurora(template) else "db"
+        arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":rds:", {"Ref": "AWS::Region"}, ":",
+                                 {"Ref": "AWS::AccountId"}, f":{kind}:", {"Ref": database_id(template)}]]}  # fmt: skip
+        action = "rds:ModifyDBCluster" if is_aurora(template) else "rds:ModifyDBInstance"
+        expected.append({"Action": action, "Effect": "Allow", "Resource": arn})
+    assert sorted(migration.statements(migration.deploy_id), key=json.dumps) == sorted(expected, key=json.dumps)
 
 
 def test_runner_role_manages_its_network_interfaces_and_writes_its_log(synth: Synth, env: str) -> None:
@@ -292,9 +319,32 @@ def test_provider_framework_role_invokes_only_the_deploy_function(synth: Synth, 
                 "Resource": [deploy_arn, {"Fn::Join": ["", [deploy_arn, ":*"]]}],
             },
             {"Action": "lambda:GetFunction", "Effect": "Allow", "Resource": deploy_arn},
+            {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": waiter_machine_id(template)}},
         ],
         key=json.dumps,
     )
+
+
+def test_the_waiter_calls_the_deploy_function_again_until_the_deploy_is_done(synth: Synth, env: str) -> None:
+    template = synth.json[env]
+    migration = migration_of(template)
+    settings = ENVIRONMENTS[env].migration
+    definition = json.dumps(migration.resource(waiter_machine_id(template))["Properties"]["DefinitionString"])
+    attempts = (settings.total_timeout_seconds + 60) // 10
+    assert f'\\"IntervalSeconds\\":10,\\"MaxAttempts\\":{attempts},\\"BackoffRate\\":1' in definition
+    deploy_arn = get_att(migration.deploy_id, "Arn")
+    waiter_log = get_att(migration.log_group_id(migration.waiter_id), "Arn")
+    timeout_log = get_att(migration.log_group_id(migration.timeout_id), "Arn")
+    assert migration.role_id(migration.waiter_id) == migration.role_id(migration.timeout_id)
+    assert sorted(migration.statements(migration.waiter_id), key=json.dumps) == sorted(
+        [
+            {"Action": LOG_ACTIONS, "Effect": "Allow", "Resource": [waiter_log, timeout_log]},
+            {"Action": "lambda:InvokeFunction", "Effect": "Allow",
+             "Resource": [deploy_arn, {"Fn::Join": ["", [deploy_arn, ":*"]]}]},
+            {"Action": "lambda:GetFunction", "Effect": "Allow", "Resource": deploy_arn},
+        ],
+        key=json.dumps,
+    )  # fmt: skip
 
 
 def test_the_secret_is_readable_by_the_deploy_function_alone(synth: Synth, env: str) -> None:
@@ -312,13 +362,18 @@ def test_the_secret_is_readable_by_the_deploy_function_alone(synth: Synth, env: 
     assert readers == {migration.role_id(migration.deploy_id)}
 
 
-def test_timeouts_agree_so_a_stuck_deploy_fails_in_minutes(synth: Synth, env: str) -> None:
+def test_timeouts_agree_so_the_deploy_function_has_the_last_word(synth: Synth, env: str) -> None:
+    """One run inside one deploy-function call; the deploy's time for migrations inside the
+    framework's total timeout, inside CloudFormation's wait (at most an hour)."""
     migration = migration_of(synth.json[env])
+    settings = ENVIRONMENTS[env].migration
     runner = migration.function(migration.runner_id)["Timeout"]
     deploy = migration.function(migration.deploy_id)["Timeout"]
+    budget = int(migration.function(migration.deploy_id)["Environment"]["Variables"]["DEPLOY_BUDGET_SECONDS"])
     service = int(migration.properties["ServiceTimeout"])
-    assert runner + 60 == deploy and deploy + 60 == service == 720
-    assert deploy <= 900 and service < 3600  # Lambda's ceiling; CloudFormation's default hour
+    assert runner + 60 == deploy <= 900  # Lambda's ceiling
+    assert budget + 60 == settings.provider_timeout_seconds and budget + 150 == service <= 3600
+    assert (budget, service) == ((1800, 1950) if env == "testing" else (3000, 3150))
 
 
 def test_properties_describe_the_project_migrations(synth: Synth, env: str) -> None:
@@ -328,7 +383,7 @@ def test_properties_describe_the_project_migrations(synth: Synth, env: str) -> N
     resource_id = "DBClusterResourceId" if is_aurora(template) else "DbiResourceId"
     assert migration.properties == {
         "ServiceToken": get_att(migration.framework_id, "Arn"),
-        "ServiceTimeout": "720",
+        "ServiceTimeout": str(ENVIRONMENTS[env].migration.service_timeout_seconds),
         "Environment": env,
         "DatabaseRoles": {"Application": "webapp_app", "ReadOnly": "webapp_readonly"},
         "Database": get_att(database_id(template), resource_id),
@@ -364,33 +419,62 @@ def test_fixed_function_names_and_their_log_groups(synth: Synth, env: str) -> No
     template = synth.json[env]
     migration = migration_of(template)
     settings = ENVIRONMENTS[env]
-    names = {
-        migration.function(function_id)["FunctionName"]
-        for function_id in (migration.runner_id, migration.deploy_id, migration.framework_id)
-    }
+    names = {migration.function(function_id)["FunctionName"] for function_id in migration.function_ids}
     assert names == {
         f"pg-schema-deploy-{env}-migrate",
         f"pg-schema-deploy-{env}-migration-runner",
         f"pg-schema-deploy-{env}-migration-provider",
+        f"pg-schema-deploy-{env}-migration-waiter",
+        f"pg-schema-deploy-{env}-migration-timeout",
     }
-    for function_id in (migration.runner_id, migration.deploy_id, migration.framework_id):
+    for function_id in migration.function_ids:
         assert "LogGroup" not in migration.function(function_id).get("LoggingConfig", {})  # Lambda's default
         group = migration.resource(migration.log_group_id(function_id))
         assert group["Properties"]["RetentionInDays"] == settings.log_retention_days
-        assert group["DeletionPolicy"] == ("Delete" if env == "testing" else "Retain")
+        # kept after a delete, but a failed first create's rollback deletes it: the retry can create it again
+        assert group["DeletionPolicy"] == ("Delete" if env == "testing" else "RetainExceptOnCreate")
         # the stack creates it before the function: the role's policy names it, the function needs the policy
-        log_statement = {
-            "Action": LOG_ACTIONS,
-            "Effect": "Allow",
-            "Resource": get_att(migration.log_group_id(function_id), "Arn"),
-        }
-        assert log_statement in migration.statements(function_id)
+        writable = [
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for statement in migration.statements(function_id)
+            if statement["Action"] == LOG_ACTIONS and statement["Effect"] == "Allow"
+        ]  # the framework's waiter and timeout functions share a role, so one statement names both groups
+        assert any(get_att(migration.log_group_id(function_id), "Arn") in groups for groups in writable)
         (policy_id,) = [
             lid
             for lid, policy in resources(template, "AWS::IAM::Policy").items()
             if policy["Properties"]["Roles"] == [{"Ref": migration.role_id(function_id)}]
         ]
         assert policy_id in migration.resource(function_id)["DependsOn"]
+
+
+def test_the_create_rollback_guard_names_the_protected_database(synth: Synth, env: str) -> None:
+    """Production only (deletion protection): deleted before the database, since it names it."""
+    template = synth.json[env]
+    migration = migration_of(template)
+    guards = resources(template, "Custom::CreateRollbackGuard")
+    if env == "testing":
+        assert not guards
+        return
+    ((_, guard),) = guards.items()
+    assert guard["Properties"] == {
+        "ServiceToken": get_att(migration.framework_id, "Arn"),
+        "ServiceTimeout": "300",
+        "DatabaseIdentifier": {"Ref": database_id(template)},
+        "DatabaseKind": "cluster" if is_aurora(template) else "instance",
+    }
+    assert migration.resource(database_id(template))["Properties"]["DeletionProtection"] is True
+
+
+def test_the_deploy_function_reads_the_schema_version_output_it_answers(synth: Synth, env: str) -> None:
+    """After a rollback the deploy function answers SchemaVersion from the stack's output of that name."""
+    if str(ROOT / "lambda") not in sys.path:
+        sys.path.insert(0, str(ROOT / "lambda"))
+    from schema_migrations.deploy import SCHEMA_VERSION_OUTPUT
+
+    migration = migration_of(synth.json[env])
+    output = synth.json[env]["Outputs"][SCHEMA_VERSION_OUTPUT]
+    assert output["Value"] == get_att(migration.resource_id, "SchemaVersion")
 
 
 def test_migration_outputs_are_not_exported(synth: Synth, env: str) -> None:
@@ -411,6 +495,7 @@ def test_no_secret_value_in_functions_properties_or_outputs(synth: Synth, env: s
         migration.function(migration.runner_id),
         migration.function(migration.deploy_id),
         migration.function(migration.framework_id),
+        migration.function(migration.waiter_id),
         migration.properties,
         template["Outputs"],
     ]
@@ -485,16 +570,24 @@ def test_endpoint_setting_is_nag_and_lint_clean(endpoint_synth: Synth) -> None:
 def test_migration_settings_defaults_and_limits() -> None:
     defaults = MigrationSettings()
     assert (defaults.timeout_seconds, defaults.memory_mb, defaults.secrets_manager_endpoint) == (600, 512, False)
-    assert (defaults.deploy_timeout_seconds, defaults.service_timeout_seconds) == (660, 720)
+    assert (defaults.deploy_timeout_seconds, defaults.total_timeout_seconds) == (660, 1800)
+    assert (defaults.provider_timeout_seconds, defaults.service_timeout_seconds) == (1860, 1950)
     longest = MigrationSettings(timeout_seconds=MIGRATION_MAX_TIMEOUT_SECONDS)
     assert longest.deploy_timeout_seconds == 900  # Lambda's ceiling, reached and not passed
+    most = MigrationSettings(total_timeout_seconds=MIGRATION_MAX_TOTAL_SECONDS)
+    assert most.service_timeout_seconds == 3600  # CloudFormation's ceiling, reached and not passed
+    for total in (MIGRATION_MAX_TOTAL_SECONDS + 10, 655, 1805):
+        with pytest.raises(SettingsError, match=rf"total_timeout_seconds={total}: must be a multiple of 10 from "
+                                                r"timeout_seconds \+ 60 \(660\) to 3450"):  # fmt: skip
+            MigrationSettings(total_timeout_seconds=total)
     with pytest.raises(SettingsError, match=r"timeout_seconds=841: must be 60 to 840"):
         MigrationSettings(timeout_seconds=841)
     with pytest.raises(SettingsError, match=r"timeout_seconds=30"):
         MigrationSettings(timeout_seconds=30)
     with pytest.raises(SettingsError, match=r"memory_mb=64: must be 128 to 10240"):
         MigrationSettings(memory_mb=64)
-    assert all(env.migration == defaults for env in ENVIRONMENTS.values())
+    assert ENVIRONMENTS["testing"].migration == defaults
+    assert ENVIRONMENTS["production"].migration == MigrationSettings(total_timeout_seconds=3000)
 
 
 def test_endpoint_context_key() -> None:
@@ -531,13 +624,14 @@ def test_schema_drift_setting_reaches_the_runner(tmp_path: Path) -> None:
 def test_custom_timeout_and_memory_reach_the_template(tmp_path: Path) -> None:
     app = App(context=cdk_json_context(), outdir=str(tmp_path))
     settings = dataclasses.replace(
-        ENVIRONMENTS["testing"], migration=MigrationSettings(timeout_seconds=840, memory_mb=1024)
+        ENVIRONMENTS["testing"],
+        migration=MigrationSettings(timeout_seconds=840, memory_mb=1024, total_timeout_seconds=3450),
     )
     migration = migration_of(dict(Template.from_stack(DatabaseStack(app, settings)).to_json()))
     assert migration.function(migration.runner_id)["Timeout"] == 840
     assert migration.function(migration.runner_id)["MemorySize"] == 1024
     assert migration.function(migration.deploy_id)["Timeout"] == 900
-    assert migration.properties["ServiceTimeout"] == "960"
+    assert migration.properties["ServiceTimeout"] == "3600"
 
 
 # --------------------------------------------------------------------------------------------

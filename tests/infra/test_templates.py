@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Match
+from aws_cdk import App
+from aws_cdk.assertions import Match, Template
 
-from stacks.settings import ENVIRONMENTS, POSTGRES_VERSION
+from stacks.database_stack import DatabaseStack
+from stacks.settings import ENVIRONMENTS, POSTGRES_VERSION, Removal
 
 from .conftest import ENVIRONMENTS as ENV_NAMES
-from .conftest import Synth
+from .conftest import Synth, cdk_json_context
 from .helpers import only, resources, walk
 
 DB_PORT = 5432
@@ -117,8 +121,15 @@ def test_deletion_protection_and_removal_policies(synth: Synth, env: str) -> Non
     if env == "production":
         assert database["Properties"]["DeletionProtection"] is True
         assert database["DeletionPolicy"] == database["UpdateReplacePolicy"] == "Snapshot"
-        assert rotation["DeletionPolicy"] == "Retain"  # a retained database's secret keeps rotating
-        assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Retain"}
+        # Kept after a delete (a retained database's secret keeps rotating) and a replacement, but
+        # deleted by the rollback of a failed first create, so that the retry meets no leftover name.
+        assert (rotation["DeletionPolicy"], rotation["UpdateReplacePolicy"]) == ("RetainExceptOnCreate", "Retain")
+        assert {(group["DeletionPolicy"], group["UpdateReplacePolicy"]) for group in log_groups.values()} == {
+            ("RetainExceptOnCreate", "Retain")
+        }
+        # deletion protection does not hold up that rollback: the guard turns it off first
+        _, guard = only(template, "Custom::CreateRollbackGuard")
+        assert guard["Properties"]["DatabaseIdentifier"] == {"Ref": database_resource(template, flavour)[0]}
         assert synth.stacks[env].termination_protection is True
     else:
         assert database["Properties"]["DeletionProtection"] is False
@@ -126,8 +137,22 @@ def test_deletion_protection_and_removal_policies(synth: Synth, env: str) -> Non
         assert rotation["DeletionPolicy"] == "Delete"
         assert {group["DeletionPolicy"] for group in log_groups.values()} == {"Delete"}
         assert synth.stacks[env].termination_protection is False
+        assert not resources(template, "Custom::CreateRollbackGuard")
     if flavour == "rds-free":
         assert database["Properties"]["DeleteAutomatedBackups"] is (env == "testing")
+
+
+def test_a_retained_database_is_kept_after_a_delete_but_not_after_a_failed_first_create(tmp_path: Path) -> None:
+    """removal=retain: DeletionPolicy RetainExceptOnCreate, so a failed first create leaves nothing behind."""
+    settings = dataclasses.replace(ENVIRONMENTS["production"], removal=Removal.RETAIN)
+    app = App(context=cdk_json_context(), outdir=str(tmp_path))
+    template = dict(Template.from_stack(DatabaseStack(app, settings)).to_json())
+
+    _, database = database_resource(template, settings.flavour.value)
+    assert (database["DeletionPolicy"], database["UpdateReplacePolicy"]) == ("RetainExceptOnCreate", "Retain")
+    assert {group["DeletionPolicy"] for group in resources(template, "AWS::Logs::LogGroup").values()} == {
+        "RetainExceptOnCreate"
+    }
 
 
 def test_log_groups_are_created_before_the_database(synth: Synth, env: str) -> None:
