@@ -244,13 +244,17 @@ def defer_commit_flush(connection: psycopg.Connection[tuple[object, ...]]) -> No
 def flush_commits(connection: psycopg.Connection[tuple[object, ...]], last_applied: str | None) -> None:
     """Make every migration committed since defer_commit_flush durable before the run reports.
 
-    Back on the server's own setting (normally on), a commit waits for its WAL flush, which
-    covers every commit before it; only a commit that wrote something waits, so the last
-    applied migration's tracking row is rewritten unchanged.
+    With synchronous_commit on, a commit waits for its WAL flush, which covers every commit
+    before it; only a commit that wrote something waits, so the last applied migration's tracking
+    row is rewritten unchanged. Not RESET: a role or database that sets it off would keep it off;
+    on in that case, the session's own default otherwise (remote_apply stays remote_apply).
     """
     if connection.closed or connection.broken:
         return  # the server ends the session; its WAL writer flushes those commits within a second
-    connection.execute("RESET synchronous_commit")
+    connection.execute(
+        "SELECT set_config('synchronous_commit', CASE reset_val WHEN 'off' THEN 'on' ELSE reset_val END, false) "
+        "FROM pg_settings WHERE name = 'synchronous_commit'"
+    )
     if last_applied is not None:
         connection.execute(f"UPDATE {TRACKING_TABLE} SET version = version WHERE version = %s", (last_applied,))
 
