@@ -64,6 +64,12 @@ def _seconds(value: str, *, zero_allowed: bool = True) -> float:
     return seconds
 
 
+def _count(value: str) -> int:
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number, 0 or more")
+    return int(value)
+
+
 def _positive_seconds(value: str) -> float:
     return _seconds(value, zero_allowed=False)
 
@@ -119,6 +125,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         default=300.0, help="how long to wait for another run's lock (default 300)")
     parser.add_argument("--lock-timeout", metavar="DURATION", type=_duration, default="5s",
                         help="PostgreSQL lock_timeout for migration SQL (default 5s)")
+    parser.add_argument("--lock-retries", metavar="N", type=_count, default=5,
+                        help="a migration failing on --lock-timeout is rolled back and tried again up to N times, "
+                        "with growing waits (default 5; 0: fail at once)")
     parser.add_argument("--statement-timeout", metavar="DURATION", type=_duration,
                         default="10min", help="PostgreSQL statement_timeout for migration SQL (default 10min)")
     parser.add_argument("--connect-timeout", metavar="SECONDS", type=_positive_seconds,
@@ -227,6 +236,7 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         ),
         applied_by=f"cli:{_user()}@{socket.gethostname()}",
         lock_wait_seconds=arguments.lock_wait,
+        lock_retries=arguments.lock_retries,
         accept_drift=frozenset(arguments.accept_drift),
     )
     renderer.log.deployed_major = POSTGRES_MAJOR_VERSION

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from database.migrator.events import Event
+from database.migrator.lockwait import Backoff
 from database.migrator.orchestration import ApplyResult, RunnerSettings, Status, apply, read_status
 from database.migrator.postgres import ConnectSettings
 
@@ -34,6 +35,8 @@ def settings_for(
     statement_timeout: str = "10min",
     lock_wait_seconds: float = 300.0,
     accept_drift: frozenset[str] = frozenset(),
+    lock_retries: int = 5,
+    lock_backoff: Backoff | None = None,
 ) -> RunnerSettings:
     connect = ConnectSettings(
         conninfo=uri,
@@ -47,6 +50,8 @@ def settings_for(
         applied_by="pytest",
         lock_wait_seconds=lock_wait_seconds,
         accept_drift=accept_drift,
+        lock_retries=lock_retries,
+        lock_backoff=lock_backoff or Backoff(),
     )
 
 
