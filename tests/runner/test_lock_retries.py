@@ -238,3 +238,31 @@ def test_cli_refuses_a_bad_lock_retries_value(value: str) -> None:
     result = run_cli("--lock-retries", value, "--db-uri", "postgresql://nowhere.invalid/db")
 
     assert result.returncode == 2 and "--lock-retries" in result.stderr
+
+
+def test_a_blocker_of_another_role_is_named_without_what_the_role_may_not_see(
+    database_uri: str, tmp_path: Path
+) -> None:
+    """A runner without pg_read_all_stats sees another role's pid, user and application, but not
+    its state or transaction start: the line says so instead of guessing."""
+    with psycopg.connect(database_uri, autocommit=True) as admin:
+        admin.execute("DO $$ BEGIN CREATE ROLE lock_test_migrator LOGIN; EXCEPTION WHEN duplicate_object THEN END $$")
+        admin.execute("GRANT CREATE ON SCHEMA public TO lock_test_migrator")
+    migrator_uri = database_uri.replace("postgresql://postgres@", "postgresql://lock_test_migrator@")
+    directory = write_migrations(tmp_path / "m", TABLES)
+    apply_dir(migrator_uri, directory)
+    write_migrations(directory, {"002_total.sql": "ALTER TABLE orders ADD COLUMN total numeric;\n"})
+    events: list[Event] = []
+
+    with blocking_session(database_uri) as blocker:  # as postgres
+        blocker_pid = blocker.info.backend_pid
+        with pytest.raises(MigrationFailedError, match="55P03"):
+            apply(quick(migrator_uri, directory, lock_retries=1), events.append)
+        blocker.rollback()
+
+    [retry] = retries_of(events)
+    assert retry.wait is not None
+    [seen] = retry.wait.blockers
+    assert (seen.pid, seen.user, seen.application) == (blocker_pid, "postgres", "nightly-report")
+    assert (seen.state, seen.transaction_seconds) == (None, None)
+    assert seen.describe().endswith("application nightly-report, state not visible to this role)")
