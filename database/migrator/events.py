@@ -61,14 +61,14 @@ class Blocker:
 
     pid: int
     user: str | None
-    application: str | None
+    application_name: str | None
     state: str | None  # None: not visible to this role (pg_read_all_stats shows it)
     transaction_seconds: float | None  # how long its transaction has been open
 
     def describe(self) -> str:
         details = [f"user {self.user or '?'}"]
-        if self.application:
-            details.append(f"application {self.application}")
+        if self.application_name:
+            details.append(f"application {self.application_name}")
         details.append(self.state or "state not visible to this role")
         if self.transaction_seconds is not None:
             details.append(f"transaction open {self.transaction_seconds:.1f}s")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from .errors import MigrationFailedError
 from .events import Blocker, EventSink, LockRetry, LockWait
@@ -96,7 +96,7 @@ class LockRetries:
         if self.retries == 0:
             return "Lock retries are off (0)"
         if failed > self.retries:
-            return f"{tried} ({self.retries} lock retries)"
+            return f"{tried} ({self.retries} lock retr{'ies' if self.retries > 1 else 'y'})"
         if spent + delay > self._backoff.window_seconds:
             return f"{tried}; another attempt would start after the {self._backoff.window_seconds:g}s retry window"
         budget = self._budget
@@ -110,7 +110,7 @@ def _gave_up(failure: MigrationFailedError, wait: LockWait | None, stop: str) ->
     if wait is None:
         seen = "Who blocked it was not seen (the wait ended before the runner could look)."
     else:
-        seen = f"Lock timeout on {wait.target}: {wait.describe()}."
+        seen = f"Lock timeout {wait.describe()}."
     text = (
         f"{failure}\n  {seen}\n  {stop}. The blocking sessions were left alone: apply again once they are done "
         "(or end them)."
@@ -137,6 +137,8 @@ SELECT l.mode, l.locktype,
  WHERE l.pid = %s AND NOT l.granted
  ORDER BY b.xact_start NULLS LAST, b.pid
 """
+# A row of _WAIT_SQL: mode, locktype, table, then the blocker (NULLs when there is none).
+_WaitRow = tuple[str, str, str | None, int | None, str | None, str | None, str | None, float | None]
 _OTHER_TARGETS = {
     "transactionid": "a row another transaction changed",
     "virtualxid": "another transaction to end",
@@ -230,8 +232,8 @@ class BlockerWatch:
             return None
         mode, locktype, table = rows[0][:3]
         blockers = tuple(
-            Blocker(int(pid), user, application, state, seconds)  # type: ignore[arg-type, call-overload]
-            for *_, pid, user, application, state, seconds in rows
+            Blocker(pid, user, application, state, None if seconds is None else round(seconds, 1))
+            for *_, pid, user, application, state, seconds in cast("list[_WaitRow]", rows)
             if pid is not None
         )
         target = str(table) if table else _OTHER_TARGETS.get(str(locktype), f"a {locktype} lock")
