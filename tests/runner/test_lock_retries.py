@@ -28,6 +28,7 @@ from .helpers import apply_dir, run_cli, settings_for, write_migrations
 
 FAST = Backoff(first_seconds=0.05, max_seconds=0.2, window_seconds=60.0)
 TABLES = {"001_tables.sql": "CREATE TABLE orders (id int);\nCREATE TABLE audit (note text);\n"}
+ADD_TOTAL = {"002_total.sql": "ALTER TABLE orders ADD COLUMN total numeric;\n"}
 # The blocker's own statement: it must never show up in what the runner reports.
 BLOCKER_QUERY = "SELECT count(*), 'report-query-text-3141' FROM orders"
 
@@ -61,6 +62,13 @@ def columns(uri: str, table: str) -> list[str]:
                                             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")]
 
 
+def with_tables_applied(uri: str, tmp_path: Path, pending: dict[str, str]) -> Path:
+    """A migrations directory whose first file (TABLES) is applied and `pending` is not yet."""
+    directory = write_migrations(tmp_path / "m", TABLES)
+    apply_dir(uri, directory)
+    return write_migrations(directory, pending)
+
+
 def quick(uri: str, directory: Path, **options: Any) -> RunnerSettings:
     """Settings with a short lock_timeout and fast retries; `options` are settings_for's keywords.
     1 s, not less: the lock watcher's first look opens a connection, which a loaded machine may
@@ -73,9 +81,7 @@ def retries_of(events: list[Event]) -> list[LockRetry]:
 
 
 def test_a_lock_released_inside_the_retry_window_is_applied_exactly_once(database_uri: str, tmp_path: Path) -> None:
-    directory = write_migrations(tmp_path / "m", TABLES)
-    apply_dir(database_uri, directory)
-    write_migrations(directory, {
+    directory = with_tables_applied(database_uri, tmp_path, {
         "002_total.sql": "INSERT INTO audit VALUES ('002 ran');\nALTER TABLE orders ADD COLUMN total numeric;\n",
     })
     events: list[Event] = []
@@ -100,9 +106,7 @@ def test_a_lock_released_inside_the_retry_window_is_applied_exactly_once(databas
 def test_a_lock_never_released_fails_clearly_and_leaves_the_other_session_alone(
     database_uri: str, tmp_path: Path
 ) -> None:
-    directory = write_migrations(tmp_path / "m", TABLES)
-    apply_dir(database_uri, directory)
-    write_migrations(directory, {
+    directory = with_tables_applied(database_uri, tmp_path, {
         "002_total.sql": "CREATE TABLE invoices (id int);\nINSERT INTO audit VALUES ('002 ran');\n"
                          "ALTER TABLE orders ADD COLUMN total numeric;\n",
     })
@@ -149,9 +153,7 @@ def test_a_lock_never_released_fails_clearly_and_leaves_the_other_session_alone(
 
 
 def test_a_no_transaction_file_retries_only_the_statement_that_hit_the_lock(database_uri: str, tmp_path: Path) -> None:
-    directory = write_migrations(tmp_path / "m", TABLES)
-    apply_dir(database_uri, directory)
-    write_migrations(directory, {
+    directory = with_tables_applied(database_uri, tmp_path, {
         "002_total.sql": "-- migrate:no-transaction\nINSERT INTO audit VALUES ('before');\n"
                          "ALTER TABLE orders ADD COLUMN total numeric;\nINSERT INTO audit VALUES ('after');\n",
     })
@@ -168,9 +170,7 @@ def test_a_no_transaction_file_retries_only_the_statement_that_hit_the_lock(data
 def test_a_concurrent_build_that_hit_the_lock_timeout_is_built_again_valid(database_uri: str, tmp_path: Path) -> None:
     """The build waits for a writer's transaction after creating its (still INVALID) index: the
     lock timeout leaves that index behind, and the retry must not skip the build (IF NOT EXISTS)."""
-    directory = write_migrations(tmp_path / "m", TABLES)
-    apply_dir(database_uri, directory)
-    write_migrations(directory, {
+    directory = with_tables_applied(database_uri, tmp_path, {
         "002_index.sql": "-- migrate:no-transaction\n"
                          "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_id ON orders (id);\n",
     })
@@ -187,9 +187,7 @@ def test_a_concurrent_build_that_hit_the_lock_timeout_is_built_again_valid(datab
 
 
 def test_retries_never_go_past_the_runs_time_budget(database_uri: str, tmp_path: Path) -> None:
-    directory = write_migrations(tmp_path / "m", TABLES)
-    apply_dir(database_uri, directory)
-    write_migrations(directory, {"002_total.sql": "ALTER TABLE orders ADD COLUMN total numeric;\n"})
+    directory = with_tables_applied(database_uri, tmp_path, ADD_TOTAL)
     events: list[Event] = []
     deadline = time.monotonic() + 4.0
     settings = replace(
@@ -209,9 +207,7 @@ def test_retries_never_go_past_the_runs_time_budget(database_uri: str, tmp_path:
 
 
 def test_cli_reports_each_wait_and_the_final_failure(database_uri: str, tmp_path: Path) -> None:
-    directory = write_migrations(tmp_path / "m", TABLES)
-    apply_dir(database_uri, directory)
-    write_migrations(directory, {"002_total.sql": "ALTER TABLE orders ADD COLUMN total numeric;\n"})
+    directory = with_tables_applied(database_uri, tmp_path, ADD_TOTAL)
     flags = ("--db-uri", database_uri, "--migrations-dir", str(directory), "--lock-timeout", "1s")
 
     with blocking_session(database_uri) as blocker:
@@ -251,9 +247,7 @@ def test_a_blocker_of_another_role_is_named_without_what_the_role_may_not_see(
         admin.execute("DO $$ BEGIN CREATE ROLE lock_test_migrator LOGIN; EXCEPTION WHEN duplicate_object THEN END $$")
         admin.execute("GRANT CREATE ON SCHEMA public TO lock_test_migrator")
     migrator_uri = database_uri.replace("postgresql://postgres@", "postgresql://lock_test_migrator@")
-    directory = write_migrations(tmp_path / "m", TABLES)
-    apply_dir(migrator_uri, directory)
-    write_migrations(directory, {"002_total.sql": "ALTER TABLE orders ADD COLUMN total numeric;\n"})
+    directory = with_tables_applied(migrator_uri, tmp_path, ADD_TOTAL)
     events: list[Event] = []
 
     with blocking_session(database_uri) as blocker:  # as postgres
