@@ -186,6 +186,20 @@ def test_a_concurrent_build_that_hit_the_lock_timeout_is_built_again_valid(datab
                   "to build it again") in events
 
 
+
+def test_a_wait_for_a_row_names_the_rows_table(database_uri: str, tmp_path: Path) -> None:
+    directory = with_tables_applied(database_uri, tmp_path, {"002_fix.sql": "UPDATE orders SET id = 2 WHERE id = 1;\n"})
+    with psycopg.connect(database_uri, autocommit=True) as connection:
+        connection.execute("INSERT INTO orders VALUES (1)")
+    events: list[Event] = []
+
+    with blocking_session(database_uri, "UPDATE orders SET id = 1") as blocker:
+        apply(quick(database_uri, directory), releasing(blocker, events))
+
+    [retry] = retries_of(events)
+    assert retry.wait is not None and (retry.wait.mode, retry.wait.target) == ("ShareLock", "public.orders")
+    assert rows(database_uri, "SELECT id FROM orders") == [(2,)]
+
 def test_retries_never_go_past_the_runs_time_budget(database_uri: str, tmp_path: Path) -> None:
     directory = with_tables_applied(database_uri, tmp_path, ADD_TOTAL)
     events: list[Event] = []
@@ -262,3 +276,12 @@ def test_a_blocker_of_another_role_is_named_without_what_the_role_may_not_see(
     assert (seen.pid, seen.user, seen.application_name) == (blocker_pid, "postgres", "nightly-report")
     assert (seen.state, seen.transaction_seconds) == (None, None)
     assert seen.describe().endswith("application nightly-report, state not visible to this role)")
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_its_maximum() -> None:
+    backoff = Backoff(first_seconds=0.5, max_seconds=15.0)
+    for failed, nominal in ((1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0)):
+        delays = {backoff.delay(failed) for _ in range(200)}
+        assert all(0.5 * nominal <= delay <= 1.5 * nominal for delay in delays)
+        assert len(delays) > 100  # jittered, not one value
+    assert all(backoff.delay(10) <= 15.0 for _ in range(200))
