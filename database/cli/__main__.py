@@ -63,6 +63,12 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _count(value: str) -> int:
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number, 0 or more")
+    return int(value)
+
+
 # PostgreSQL's syntax for a time setting: a number and an optional unit (milliseconds without one).
 _DURATION = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]*)?)\s*(?P<unit>us|ms|s|min|h|d)?\s*$")
 _UNIT_MS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -117,6 +123,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         default=300.0, help="how long to wait for another run's lock (default 300)")
     parser.add_argument("--lock-timeout", metavar="DURATION", type=_duration, default="5s",
                         help="PostgreSQL lock_timeout for migration SQL (default 5s)")
+    parser.add_argument("--lock-retries", metavar="N", type=_count, default=5,
+                        help="a migration failing on --lock-timeout is rolled back and tried again up to N times, "
+                        "with growing waits (default 5; 0: fail at once)")
     parser.add_argument("--statement-timeout", metavar="DURATION", type=_duration,
                         default="10min", help="PostgreSQL statement_timeout for migration SQL (default 10min)")
     parser.add_argument("--connect-timeout", metavar="SECONDS", type=_seconds,
@@ -232,6 +241,7 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         ),
         applied_by=f"cli:{_user()}@{socket.gethostname()}",
         lock_wait_seconds=arguments.lock_wait,
+        lock_retries=arguments.lock_retries,
         accept_drift=frozenset(arguments.accept_drift),
         pre_apply_check=drift_check(refuse=False),
     )

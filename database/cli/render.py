@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from database.cli.environments import shown
@@ -16,6 +16,7 @@ from database.migrator.events import (
     Connecting,
     ConnectRetry,
     Event,
+    LockRetry,
     Notice,
     Planned,
     SchemaDrift,
@@ -116,6 +117,13 @@ class HumanRenderer:
                 self._print(f"✅ Database connection successful (PostgreSQL {version})")
                 for warning in self.log.warnings:
                     self._print(f"⚠️  {warning}")
+            case LockRetry(version, statement_line, attempt, attempts, delay, wait):
+                where = f" (statement at line {statement_line})" if statement_line is not None else ""
+                seen = wait.describe() if wait is not None else "who blocked it was not seen"
+                self._print(
+                    f"⏳ {version}{where}: lock timeout (attempt {attempt} of {attempts}), {seen}; "
+                    f"rolled back, retrying in {delay:g}s"
+                )
             case WaitingForLock(holder):
                 self._print(f"⏳ Another migration run is in progress ({holder}); waiting for it to finish")
             case TrackingTableReady(action):
@@ -206,6 +214,7 @@ class JsonCollector:
         self.notices: list[str] = []
         self.server_messages: list[dict[str, str]] = []
         self.schema_drift: list[str] = []  # found before an apply ran its migrations
+        self.lock_retries: list[dict[str, Any]] = []
 
     @property
     def server_version(self) -> str | None:
@@ -219,6 +228,13 @@ class JsonCollector:
                 self.server_messages.append({"version": version, "severity": severity, "message": message})
             case SchemaDrift(changes):
                 self.schema_drift = list(changes)
+            case LockRetry(version, line, attempt, attempts, delay, wait):
+                self.lock_retries.append({
+                    "version": version, "line": line, "attempt": attempt, "attempts": attempts,
+                    "delay_seconds": delay,
+                    "waiting_for": None if wait is None else {"mode": wait.mode, "target": wait.target},
+                    "blockers": [] if wait is None else [asdict(blocker) for blocker in wait.blockers],
+                })
             case _:
                 pass
 
@@ -244,6 +260,7 @@ def json_document(
         "warnings": collector.log.warnings,
         "notices": collector.notices,
         "server_messages": collector.server_messages,
+        "lock_retries": collector.lock_retries,
     }
     if environment is not None:
         document.update(environment=environment, function=function)

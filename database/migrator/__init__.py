@@ -4,6 +4,7 @@ Modules, one concern each (modelled on dbmate's layout):
   discovery     find and validate migration files in a directory (no database)
   parsing       read and split one file into statements, checksum it (no database)
   postgres      everything that speaks PostgreSQL: connect, lock, tracking table, execute
+  lockwait      lock-timeout retries, and who blocks a waiting migration
   orchestration plan, status, apply and dry-run built on the above
   events        what the core reports while it works; callers decide how to show it
 

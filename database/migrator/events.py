@@ -56,6 +56,54 @@ class Applied:
 
 
 @dataclass(frozen=True)
+class Blocker:
+    """A session a waiting migration statement queues behind: who it is, never what it runs."""
+
+    pid: int
+    user: str | None
+    application_name: str | None
+    state: str | None  # None: not visible to this role (pg_read_all_stats shows it)
+    transaction_seconds: float | None  # how long its transaction has been open
+
+    def describe(self) -> str:
+        details = [f"user {self.user or '?'}"]
+        if self.application_name:
+            details.append(f"application {self.application_name}")
+        details.append(self.state or "state not visible to this role")
+        if self.transaction_seconds is not None:
+            details.append(f"transaction open {self.transaction_seconds:.1f}s")
+        return f"pid {self.pid} ({', '.join(details)})"
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """What a migration statement was last seen waiting for, and who blocked it."""
+
+    mode: str  # the lock it asked for, e.g. AccessExclusiveLock
+    target: str  # the schema-qualified table, or what else it waited for
+    blockers: tuple[Blocker, ...]
+
+    def describe(self, shown: int = 5) -> str:
+        who = ", ".join(blocker.describe() for blocker in self.blockers[:shown]) or "no session any more"
+        if len(self.blockers) > shown:
+            who += f" and {len(self.blockers) - shown} more"
+        return f"waiting for {self.mode} on {self.target}, blocked by {who}"
+
+
+@dataclass(frozen=True)
+class LockRetry:
+    """A migration statement gave up on lock_timeout (SQLSTATE 55P03): it was rolled back (in a
+    no-transaction file: that statement only) and runs again after `delay_seconds`."""
+
+    version: str
+    line: int | None  # where the statement that waited starts, when known
+    attempt: int  # the attempt that failed, from 1
+    attempts: int  # how many the settings allow (lock retries + 1)
+    delay_seconds: float
+    wait: LockWait | None  # None: the wait ended before the runner could look
+
+
+@dataclass(frozen=True)
 class Notice:
     message: str
 
@@ -85,6 +133,7 @@ Event = (
     | Planned
     | Applying
     | Applied
+    | LockRetry
     | Notice
     | ServerMessage
     | SchemaDrift

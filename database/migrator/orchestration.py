@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 from .discovery import MigrationFile, scan
 from .errors import DriftError, InvalidMigrationError, MigrationError, OutOfTimeError, RunInterruptedError
 from .events import Applied, Applying, EventSink, Notice, Planned
+from .lockwait import Backoff
 from .parsing import ParsedMigration, file_digest, has_statements, parse_migration, read_migration
 
 if TYPE_CHECKING:
     import psycopg
 
+    from .lockwait import LockRetries
     from .postgres import AppliedRow, ConnectSettings, TimeBudget
 
 
@@ -31,6 +33,10 @@ class RunnerSettings:
     connect: ConnectSettings
     applied_by: str
     lock_wait_seconds: float = 300.0
+    # A migration failing on lock_timeout (SQLSTATE 55P03) is rolled back and tried again this many
+    # times (a no-transaction file: the statement), waiting as `lock_backoff` says; 0: fail at once.
+    lock_retries: int = 5
+    lock_backoff: Backoff = field(default_factory=Backoff)
     accept_drift: frozenset[str] = frozenset()
     # Optional time budget (a Lambda invocation's): a time.monotonic() value by which apply must
     # have returned. Statements end `deadline_margin_seconds` before it, a migration starts only
@@ -204,7 +210,7 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
     """Apply every pending migration in order, each in its own transaction with its tracking
     row, under the runner lock. Stops at the first failure; earlier ones stay applied. The schema
     is recorded for drift checks after every run that applied something, a failed one included."""
-    from . import postgres, schema_state
+    from . import lockwait, postgres, schema_state
 
     local = load_migrations(settings.migrations_dir)
     by_version = {migration.version: migration for migration in local}
@@ -225,7 +231,10 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
         if status.pending:
             postgres.defer_commit_flush(connection)
             try:
-                _apply_pending(connection, status, by_version, settings, budget, result, emit)
+                with lockwait.lock_retries(
+                    connection, settings.connect.conninfo, settings.lock_retries, settings.lock_backoff, budget, emit
+                ) as locks:
+                    _apply_pending(connection, status, by_version, settings, budget, locks, result, emit)
             except BaseException:
                 with suppress(Exception):  # the failure is the news; the WAL writer flushes within a second
                     postgres.flush_commits(connection, _last_applied(result))
@@ -243,6 +252,7 @@ def _apply_pending(
     by_version: dict[str, LocalMigration],
     settings: RunnerSettings,
     budget: TimeBudget | None,
+    locks: LockRetries,
     result: ApplyResult,
     emit: EventSink,
 ) -> None:
@@ -264,6 +274,7 @@ def _apply_pending(
                 migration=migration.parsed,
                 digest=migration.digest,
                 applied_by=settings.applied_by,
+                locks=locks,
                 emit=emit,
                 budget=budget,
             )

@@ -33,6 +33,15 @@ _NON_TRANSACTIONAL = re.compile(
 )
 # COPY that streams through the client: psql feeds it from the lines after it, the runner has no data to send.
 _CLIENT_COPY = re.compile(r"^copy\b.*\b(?:from\s+stdin|to\s+stdout)\b", re.IGNORECASE | re.DOTALL)
+# A password written into a migration: CREATE/ALTER ROLE, USER or GROUP ... [ENCRYPTED] PASSWORD and a
+# string literal ('', E'', U&'', dollar-quoted), also inside a DO or function body, and a user
+# mapping's OPTIONS (password '...'). PASSWORD NULL is no literal. Searched only in a file that
+# mentions "password" at all.
+_PASSWORD_LITERAL = re.compile(
+    r"""\b(?:create|alter)\s+(?:role|user|group)\b[^;]*?
+        \b(?P<keyword>password)\s*(?=[eE]?'|[uU]&'|\$(?:[^\W\d]\w*)?\$)""",
+    re.IGNORECASE | re.VERBOSE,
+)
 _TRANSACTION_CONTROL = re.compile(
     r"^(?:begin|start\s+transaction|commit|end|rollback|abort|savepoint|release|prepare\s+transaction)\b",
     re.IGNORECASE,
@@ -111,6 +120,8 @@ def parse_migration(path: Path, text: str) -> ParsedMigration:
     in_transaction = not _has_no_transaction_marker(path, markers, header_ends_at)
     for statement in statements:
         _check_statement(path, statement, in_transaction)
+    if "password" in text.lower():  # cheap: most files never mention one
+        _refuse_password_literals(path, statements)
     checksum = hashlib.sha256(normalized.encode("utf-8")).hexdigest()
     return ParsedMigration(tuple(statements), in_transaction, checksum)
 
@@ -341,3 +352,18 @@ def _check_statement(path: Path, statement: Statement, in_transaction: bool) -> 
             "run one by one without a transaction, so write them to be safe to re-run, e.g. "
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS)."
         )
+
+
+def _refuse_password_literals(path: Path, statements: list[Statement]) -> None:
+    """A password in a migration sits in git for good and, with log_statement = ddl, in the
+    database's logs: refuse the file, naming the line of the first one."""
+    for statement in statements:
+        match = _PASSWORD_LITERAL.search(statement.sql)
+        if match is not None:
+            line = statement.line + statement.sql.count("\n", 0, match.start("keyword"))
+            raise InvalidMigrationError(
+                f"{path}:{line}: a password literal (PASSWORD '...') would be kept in git and, with "
+                "log_statement = ddl, in the database's logs. Create the role without one (or with PASSWORD NULL) "
+                "and set the password outside migrations, from your secret store (psql's \\password sends it "
+                "hashed)."
+            )

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -30,6 +32,9 @@ from .events import (
 )
 from .parsing import ParsedMigration
 from .redaction import password_of, redact_conninfo, scrub, visible_parts
+
+if TYPE_CHECKING:
+    from .lockwait import LockRetries
 
 TRACKING_TABLE = "schema_migrations"
 # One key for every runner of this project, whatever the caller: pg_advisory_lock(bigint).
@@ -244,13 +249,17 @@ def defer_commit_flush(connection: psycopg.Connection[tuple[object, ...]]) -> No
 def flush_commits(connection: psycopg.Connection[tuple[object, ...]], last_applied: str | None) -> None:
     """Make every migration committed since defer_commit_flush durable before the run reports.
 
-    Back on the server's own setting (normally on), a commit waits for its WAL flush, which
-    covers every commit before it; only a commit that wrote something waits, so the last
-    applied migration's tracking row is rewritten unchanged.
+    With synchronous_commit on, a commit waits for its WAL flush, which covers every commit
+    before it; only a commit that wrote something waits, so the last applied migration's tracking
+    row is rewritten unchanged. Not RESET: a role or database that sets it off would keep it off;
+    on in that case, the session's own default otherwise (remote_apply stays remote_apply).
     """
     if connection.closed or connection.broken:
         return  # the server ends the session; its WAL writer flushes those commits within a second
-    connection.execute("RESET synchronous_commit")
+    connection.execute(
+        "SELECT set_config('synchronous_commit', CASE reset_val WHEN 'off' THEN 'on' ELSE reset_val END, false) "
+        "FROM pg_settings WHERE name = 'synchronous_commit'"
+    )
     if last_applied is not None:
         connection.execute(f"UPDATE {TRACKING_TABLE} SET version = version WHERE version = %s", (last_applied,))
 
@@ -355,6 +364,7 @@ def apply_migration(
     migration: ParsedMigration,
     digest: str,
     applied_by: str,
+    locks: LockRetries,
     emit: EventSink = ignore_events,
     budget: TimeBudget | None = None,
 ) -> int:
@@ -364,7 +374,8 @@ def apply_migration(
     one query string: one round trip per migration instead of one per statement. A file marked
     no-transaction runs statement by statement and is recorded once all succeeded and every
     index it built concurrently is valid. NOTICE/WARNING messages are emitted as ServerMessage.
-    With a time budget, every statement's timeout is capped by the time left.
+    With a time budget, every statement's timeout is capped by the time left. A lock timeout
+    runs the migration again (no-transaction: the statement), as `locks` allows.
     """
 
     def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
@@ -373,8 +384,11 @@ def apply_migration(
     connection.add_notice_handler(forward)
     try:
         if migration.in_transaction:
-            return _apply_in_transaction(connection, version, path, migration, digest, applied_by, budget)
-        return _apply_without_transaction(connection, version, path, migration, digest, applied_by, emit, budget)
+            attempt = partial(_apply_in_transaction, connection, version, path, migration, digest, applied_by, budget)
+            return locks.run(attempt, version)
+        return _apply_without_transaction(
+            connection, version, path, migration, digest, applied_by, emit, budget, locks
+        )
     except psycopg.OperationalError as error:  # the connection itself broke mid-migration
         if not connection.closed and not connection.broken:
             raise
@@ -472,36 +486,32 @@ def _apply_without_transaction(
     applied_by: str,
     emit: EventSink,
     budget: TimeBudget | None,
+    locks: LockRetries,
 ) -> int:
     """Statement by statement, as PostgreSQL requires for CREATE INDEX CONCURRENTLY and the like.
 
     A failed concurrent build leaves an INVALID index behind, and `IF NOT EXISTS` would then skip
     the build and let the file be recorded with a broken index. So an invalid index the file
-    builds is dropped before the file runs, and the file is recorded only if every index it
-    built is valid.
+    builds is dropped before the file runs, and before a build that hit a lock timeout runs again;
+    the file is recorded only if every index it built is valid.
     """
     started = time.perf_counter()
     built = [index for index in (_concurrent_index(s.sql) for s in migration.statements) if index]
     for table, name in built:
-        for invalid in _invalid_indexes_named(connection, table, name):
-            emit(Notice(f"{version}: dropping the INVALID index {invalid} left by an earlier failed build, "
-                        "to build it again"))
-            connection.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {invalid}")
+        _drop_invalid_build(connection, version, table, name, "an earlier failed build", emit)
     invalid_before = set(invalid_indexes(connection))
     with connection.cursor() as cursor:
         for index, statement in enumerate(migration.statements):
-            try:
-                if budget is not None:
-                    budget.cap(connection)
-                cursor.execute(statement.sql.encode("utf-8"))
-            except psycopg.DatabaseError as error:
-                if isinstance(error, psycopg.OperationalError) and connection.broken:
-                    raise
-                line = statement.line
-                if error.diag.statement_position:
-                    line += statement.sql.count("\n", 0, int(error.diag.statement_position) - 1)
-                left = sorted(set(invalid_indexes(connection)) - invalid_before)
-                raise _failure(version, path, migration, error, index, line, left, budget) from None
+            attempt = partial(
+                _execute_statement, connection, cursor, version, path, migration, index, invalid_before, budget
+            )
+            retried_build = _concurrent_index(statement.sql)
+            before_retry = None
+            if retried_build is not None:
+                table, name = retried_build
+                left_by = "the attempt that hit the lock timeout"
+                before_retry = partial(_drop_invalid_build, connection, version, table, name, left_by, emit)
+            locks.run(attempt, version, before_retry)
     left = sorted(set(invalid_indexes(connection)) - invalid_before)
     left += [name for table, name in built for name in _invalid_indexes_named(connection, table, name)
              if name not in left]
@@ -518,6 +528,42 @@ def _apply_without_transaction(
     elapsed = _elapsed_ms(started)
     connection.execute(_row_sql(version, migration.checksum, digest, applied_by, elapsed))
     return elapsed
+
+
+def _execute_statement(
+    connection: psycopg.Connection[tuple[object, ...]],
+    cursor: psycopg.Cursor[tuple[object, ...]],
+    version: str,
+    path: str,
+    migration: ParsedMigration,
+    index: int,
+    invalid_before: set[str],
+    budget: TimeBudget | None,
+) -> None:
+    """Statement `index` of a no-transaction file, outside any transaction."""
+    statement = migration.statements[index]
+    try:
+        if budget is not None:
+            budget.cap(connection)
+        cursor.execute(statement.sql.encode("utf-8"))
+    except psycopg.DatabaseError as error:
+        if isinstance(error, psycopg.OperationalError) and connection.broken:
+            raise
+        line = statement.line
+        if error.diag.statement_position:
+            line += statement.sql.count("\n", 0, int(error.diag.statement_position) - 1)
+        left = sorted(set(invalid_indexes(connection)) - invalid_before)
+        raise _failure(version, path, migration, error, index, line, left, budget) from None
+
+
+def _drop_invalid_build(
+    connection: psycopg.Connection[tuple[object, ...]], version: str, table: str, name: str, left_by: str,
+    emit: EventSink,
+) -> None:
+    """Drop the INVALID index a failed CREATE INDEX CONCURRENTLY left, so that it is built again."""
+    for invalid in _invalid_indexes_named(connection, table, name):
+        emit(Notice(f"{version}: dropping the INVALID index {invalid} left by {left_by}, to build it again"))
+        connection.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {invalid}")
 
 
 def _failure(

@@ -179,6 +179,7 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
         ),
         applied_by=f"deploy:{environment}",
         lock_wait_seconds=max(1.0, left),
+        lock_retries=5,  # a migration failing on LOCK_TIMEOUT is tried again, within the time budget
         deadline=deadline,
         deadline_margin_seconds=MARGIN_SECONDS,
         pre_apply_check=drift_check(refuse=_DRIFT_POLICIES[policy]),

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from database.migrator.events import Event
+from database.migrator.lockwait import Backoff
 from database.migrator.orchestration import (
     ApplyResult,
     PreApplyCheck,
@@ -42,6 +43,8 @@ def settings_for(
     lock_wait_seconds: float = 300.0,
     accept_drift: frozenset[str] = frozenset(),
     pre_apply_check: PreApplyCheck | None = None,
+    lock_retries: int = 5,
+    lock_backoff: Backoff | None = None,
 ) -> RunnerSettings:
     connect = ConnectSettings(
         conninfo=uri,
@@ -56,6 +59,8 @@ def settings_for(
         lock_wait_seconds=lock_wait_seconds,
         accept_drift=accept_drift,
         pre_apply_check=pre_apply_check,
+        lock_retries=lock_retries,
+        lock_backoff=lock_backoff or Backoff(),
     )
 
 

@@ -270,6 +270,22 @@ def test_status_and_dry_run_report_an_empty_new_file_as_a_problem(database_uri: 
     assert len(document["applied"]) == 3  # type: ignore[arg-type]
 
 
+
+def test_a_password_literal_is_an_unusable_file_that_apply_refuses(database_uri: str, tmp_path: Path) -> None:
+    directory = write_migrations(tmp_path / "m", {
+        "001_tables.sql": "CREATE TABLE accounts (id int);\n",
+        "002_app_role.sql": "-- the application's role\nCREATE ROLE app LOGIN\n    PASSWORD 'hunter2';\n",
+    })
+
+    status = run_cli("--status", "--db-uri", database_uri, "--migrations-dir", str(directory))
+    applied = run_cli("--db-uri", database_uri, "--migrations-dir", str(directory))
+
+    problem = f"{directory / '002_app_role.sql'}:3: a password literal (PASSWORD '...')"
+    assert status.returncode == 2 and f"  • {problem}" in status.stdout
+    assert applied.returncode == 2 and problem in applied.stderr
+    assert "hunter2" not in status.stdout + applied.stdout + applied.stderr
+    assert public_tables(database_uri) == []  # refused before anything ran, the tracking table included
+
 def test_new_keeps_accented_letters_readable(tmp_path: Path) -> None:
     directory = write_migrations(tmp_path / "m", {"001_a.sql": "SELECT 1;"})
     result = run_cli("--new", "Café crème", "--migrations-dir", str(directory))

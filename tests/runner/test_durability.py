@@ -36,15 +36,22 @@ def _crash(data: Path) -> None:
     raise AssertionError("the postmaster did not stop after SIGQUIT")
 
 
+@pytest.mark.parametrize("role_commits_off", [False, True], ids=["role-default", "role-commits-unflushed"])
 @pytest.mark.parametrize("third", ["SELECT 3", "SELECT 1/0"], ids=["run-succeeds", "third-fails"])
-def test_applied_migrations_survive_a_crash_right_after_the_run(tmp_path: Path, third: str) -> None:
+def test_applied_migrations_survive_a_crash_right_after_the_run(
+    tmp_path: Path, third: str, role_commits_off: bool
+) -> None:
+    """Also as a role whose own setting is synchronous_commit = off, which RESET would bring back."""
     state = tmp_path / "postgres"
     with local_server(state) as (server, data):
         admin = f"host={server.host} port={server.port} user={server.user} dbname=postgres"
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
             connection.execute("SELECT pg_reload_conf()")
-            connection.execute("CREATE DATABASE crash_test")
+            connection.execute("CREATE ROLE lazy LOGIN")
+            if role_commits_off:
+                connection.execute("ALTER ROLE lazy SET synchronous_commit = off")
+            connection.execute("CREATE DATABASE crash_test OWNER lazy")
         time.sleep(1)  # the WAL writer takes the new delay at its next (200 ms) turn
         migrations = write_migrations(
             tmp_path / "migrations",
@@ -54,7 +61,7 @@ def test_applied_migrations_survive_a_crash_right_after_the_run(tmp_path: Path, 
                 "003_third.sql": f"{third};\n",
             },
         )
-        uri = f"postgresql://{server.user}@{server.host}:{server.port}/crash_test"
+        uri = f"postgresql://lazy@{server.host}:{server.port}/crash_test"
 
         failed = third.endswith("1/0")
         if failed:

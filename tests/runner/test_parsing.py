@@ -603,3 +603,45 @@ def test_non_utf8_is_rejected_naming_file_and_line(tmp_path: Path, raw: bytes, l
 def test_copy_through_the_client_is_refused_before_running(tmp_path: Path, sql: str) -> None:
     with pytest.raises(InvalidMigrationError, match=r":2: COPY \.\.\. FROM STDIN / TO STDOUT streams data"):
         parse_migration(tmp_path / "001_copy.sql", f"CREATE TABLE t (a int);\n{sql}\n")
+
+
+# --- password literals -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "line"),
+    [
+        ("CREATE ROLE app LOGIN PASSWORD 'hunter2';", 2),
+        ("create role app with login encrypted password 'hunter2';", 2),
+        ("ALTER ROLE app\n    PASSWORD E'hunter2';", 3),
+        ("ALTER USER app WITH PASSWORD $$hunter2$$;", 2),
+        ("CREATE USER app PASSWORD $pw$hunter2$pw$;", 2),
+        ("CREATE USER app ENCRYPTED PASSWORD'hunter2' VALID UNTIL 'infinity';", 2),
+        ("CREATE GROUP readers PASSWORD U&'hunter2';", 2),
+        ("CREATE USER MAPPING FOR app SERVER files OPTIONS (user 'a', password 'hunter2');", 2),
+        (
+            "DO $$\nBEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN\n"
+            "    CREATE ROLE app LOGIN PASSWORD 'hunter2';\n  END IF;\nEND\n$$;",
+            5,
+        ),
+    ],
+)
+def test_password_literals_are_refused_naming_file_and_line(sql: str, line: int) -> None:
+    with pytest.raises(InvalidMigrationError, match=rf"^{PATH}:{line}: a password literal") as refused:
+        parse(f"CREATE TABLE t (a int);\n{sql}\n")
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE ROLE app LOGIN PASSWORD NULL;",
+        "ALTER ROLE app WITH PASSWORD null;",
+        "CREATE ROLE password_admin NOLOGIN;",
+        "CREATE TABLE accounts (password text NOT NULL DEFAULT '');",
+        "ALTER TABLE accounts ADD COLUMN password_hash text;\nCOMMENT ON COLUMN accounts.password_hash IS 'bcrypt';",
+        "CREATE ROLE app;\nUPDATE settings SET value = 'hunter2' WHERE name = 'password';",
+    ],
+)
+def test_statements_without_a_password_literal_are_accepted(sql: str) -> None:
+    assert parse(sql).statements
