@@ -17,7 +17,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from scripts.throwaway_db import throwaway_server
+from database.cli.throwaway_db import throwaway_server
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.throwaway_db import ServerStartError, throwaway_server
+from database.cli.throwaway_db import ServerStartError, throwaway_server
 
 if TYPE_CHECKING:
     from database.cli.snapshot import Snapshot

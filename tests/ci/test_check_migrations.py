@@ -171,7 +171,7 @@ def run_module(repo: Path, *arguments: str, summary: Path | None = None) -> subp
     if summary is not None:
         environment.update(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
     return subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "-m", "scripts.check_migrations", *arguments],
+        [str(ROOT / ".venv/bin/python"), "-m", "database.cli.check_migrations", *arguments],
         cwd=repo, env=environment, capture_output=True, text=True, timeout=300,
     )
 

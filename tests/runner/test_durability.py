@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from database.cli.throwaway_db import LOCAL_DB
 from database.migrator.errors import MigrationFailedError
-from scripts.throwaway_db import LOCAL_DB
 from tests.conftest import local_server
 
 from .helpers import apply_dir, write_migrations

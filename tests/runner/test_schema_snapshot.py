@@ -51,6 +51,9 @@ def local_environment(
     state = tmp_path / "local-state"
     state.mkdir()
     (state / "port").write_text(f"{info.port}\n")
+    data_directory = postgresql.execute("SHOW data_directory").fetchone()
+    assert data_directory is not None
+    (state / "datadir").write_text(f"{data_directory[0]}\n")  # so that the local identity check knows it
     yield {"LOCAL_PG_DIR": str(state)}, f"postgresql://{info.user}@{info.host}:{info.port}/testdriven_dev"
     postgresql.execute("DROP DATABASE testdriven_dev WITH (FORCE)")
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-LOCAL_DB = Path(__file__).resolve().parent / "local-db.sh"
+LOCAL_DB = Path(__file__).resolve().parents[2] / "scripts" / "local-db.sh"
 DATABASE = "testdriven_dev"  # the database scripts/local-db.sh creates
 
 
