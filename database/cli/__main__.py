@@ -28,12 +28,15 @@ from database.cli.environments import (
     shown,
 )
 from database.cli.render import HumanRenderer, JsonCollector, RunLog, json_document
+from database.lint.severity import DEFAULT_ERROR_ROWS
 from database.migrator.errors import InvalidMigrationError, MigrationError, RunInterruptedError
 from database.migrator.events import Connected, Event
 from database.migrator.orchestration import name_versions
 
 if TYPE_CHECKING:
-    from database.migrator.orchestration import Status
+    from collections.abc import Callable
+
+    from database.migrator.orchestration import RunnerSettings, Status
 
 PROGRAM = "run-migrations.sh"
 
@@ -110,6 +113,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--dump-schema", metavar="FILE", nargs="?", const="", type=str,
                       help="write the database's schema snapshot (pg_dump --schema-only, normalized) to FILE, "
                       "- for stdout; default database/schema.sql. An apply to --environment local rewrites it")
+    mode.add_argument("--lint", action="store_true",
+                      help="lint the migrations (squawk's rules, database/lint/squawk.toml): without a database every "
+                      "file; with --environment/--db-uri the pending ones, judged by that database's table sizes. "
+                      "Writes nothing. Exit 1 while an unacknowledged error stands")
     parser.add_argument("--json", action="store_true", help="print one machine-readable JSON document")
     parser.add_argument(
         "--migrations-dir", metavar="DIR", type=_text, default=None,
@@ -128,6 +135,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         "with growing waits (default 5; 0: fail at once)")
     parser.add_argument("--statement-timeout", metavar="DURATION", type=_duration,
                         default="10min", help="PostgreSQL statement_timeout for migration SQL (default 10min)")
+    parser.add_argument("--lint-error-rows", metavar="N", type=_count, default=DEFAULT_ERROR_ROWS,
+                        help="a locking or rewriting statement on a table with at least N estimated rows is a lint "
+                        f"error, below it a warning (default {DEFAULT_ERROR_ROWS:,}); every apply checks it first")
     parser.add_argument("--connect-timeout", metavar="SECONDS", type=_seconds,
                         help="keep retrying the connection this long (default 10 for this machine: loopback "
                         "or a Unix socket; 90 otherwise); 0: one attempt")
@@ -144,7 +154,7 @@ def _mode_of(argv: list[str]) -> str:
     """The mode the command line asks for, read before parsing so that even a parse error is
     reported in the right JSON document."""
     for flag, mode in (("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new"),
-                       ("--dump-schema", "dump-schema")):
+                       ("--dump-schema", "dump-schema"), ("--lint", "lint")):
         if any(argument == flag or argument.startswith(f"{flag}=") for argument in argv):
             return mode
     return "apply"
@@ -218,12 +228,16 @@ def _user() -> str:
 def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
     if mode == "dump-schema":
         return run_dump_schema(arguments, renderer, collector)
+    if mode == "lint" and arguments.environment is None and arguments.db_uri is None:
+        return run_lint_files(arguments, collector)
     if arguments.environment in DEPLOYED_ENVIRONMENTS and mode != "apply" and arguments.db_uri is None:
         return run_deployed(arguments, mode, renderer, collector)
     target = resolve_target(arguments.environment, arguments.db_uri)
     migrations_dir = _migrations_dir(arguments)
     _check_accepted_versions(arguments.accept_drift, migrations_dir)
 
+    from database.cli.lint import cli_lint_source
+    from database.lint.gate import lint_gate
     from database.migrator import orchestration
     from database.migrator.postgres import ConnectSettings
     from database.migrator.schema_state import drift_check
@@ -243,7 +257,9 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         lock_wait_seconds=arguments.lock_wait,
         lock_retries=arguments.lock_retries,
         accept_drift=frozenset(arguments.accept_drift),
-        pre_apply_check=drift_check(refuse=False),
+        pre_apply_check=orchestration.all_checks(
+            drift_check(refuse=False), lint_gate(cli_lint_source, arguments.lint_error_rows)
+        ),
     )
     renderer.log.deployed_major = POSTGRES_MAJOR_VERSION
     sink = collector.event if arguments.json else renderer.event
@@ -252,6 +268,11 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         renderer.log.record(event)
         sink(event)
 
+    if mode == "lint":
+        from database.migrator.redaction import redact_conninfo
+
+        where = arguments.environment or redact_conninfo(target.conninfo) if target.conninfo else "(libpq environment)"
+        return run_lint_pending(arguments, settings, where, collector, emit)
     renderer.start(mode)
     if mode == "apply":
         result = orchestration.apply(settings, emit)
@@ -284,6 +305,41 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         if mode == "dry-run":
             renderer.dry_run(status)
     return exit_code
+
+
+def run_lint_files(arguments: argparse.Namespace, collector: JsonCollector) -> int:
+    """--lint with no database: every migration file, file-only severity."""
+    from database.cli import lint
+
+    directory = _migrations_dir(arguments)
+    findings = lint.lint_files(directory)
+    code = lint.exit_code(findings)
+    if arguments.json:
+        print(json_document("lint", collector, exit_code=code, findings=[f.to_dict() for f in findings]))
+    else:
+        lint.print_findings(findings, sys.stdout, scope=f"every file in {shown(str(directory))} (no database: "
+                            "name one with --environment or --db-uri for severity by its table sizes)")
+    return code
+
+
+def run_lint_pending(
+    arguments: argparse.Namespace,
+    settings: RunnerSettings,
+    target: str,
+    collector: JsonCollector,
+    emit: Callable[[Event], None],
+) -> int:
+    """--lint against a database: the files pending there, judged by its table sizes."""
+    from database.cli import lint
+
+    findings, pending = lint.lint_pending(settings, arguments.lint_error_rows, emit)
+    code = lint.exit_code(findings)
+    if arguments.json:
+        print(json_document("lint", collector, exit_code=code, findings=[f.to_dict() for f in findings]))
+    else:
+        lint.print_findings(findings, sys.stdout, scope=f"{pending} pending migration{'s' if pending != 1 else ''} "
+                            f"on {target} (errors from {arguments.lint_error_rows:,} estimated rows)")
+    return code
 
 
 def _refresh_local_snapshot(conninfo: str, migrations_dir: Path, applied: bool) -> tuple[str | None, str | None]:

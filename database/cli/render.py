@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from database.cli.environments import shown
+from database.lint.gate import LintRefusedError
 from database.migrator.errors import MigrationError, MigrationFailedError
 from database.migrator.events import (
     Applied,
@@ -250,6 +251,7 @@ def json_document(
     environment: str | None = None,
     function: str | None = None,
     schema_snapshot: str | None = None,
+    findings: list[dict[str, Any]] | None = None,
 ) -> str:
     """One JSON object describing the run; `ok` is false exactly when the exit status is not 0.
     A deployed environment's status also names the environment and the function that read it."""
@@ -295,6 +297,8 @@ def json_document(
         )
     if schema_snapshot is not None or mode in ("apply", "dump-schema"):
         document["schema_snapshot"] = shown(schema_snapshot) if schema_snapshot else None
+    if findings is not None:
+        document["findings"] = findings
     if applied is not None:
         document["applied_now"] = [{"version": a.version, "execution_ms": a.milliseconds} for a in applied]
     if error is not None:
@@ -303,5 +307,7 @@ def json_document(
         }
         if isinstance(error, MigrationFailedError):
             details.update(version=error.version, path=shown(error.path), line=error.line, sqlstate=error.sqlstate)
+        if isinstance(error, LintRefusedError):
+            details["findings"] = [finding.to_dict() for finding in error.findings]
         document["error"] = details
     return json.dumps(document, indent=2)

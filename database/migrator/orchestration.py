@@ -52,6 +52,18 @@ class RunnerSettings:
 PreApplyCheck = Callable[["psycopg.Connection[tuple[object, ...]]", list["LocalMigration"], EventSink], None]
 
 
+def all_checks(*checks: PreApplyCheck) -> PreApplyCheck:
+    """One pre-apply check running each of `checks` in order; the first to refuse stops the run."""
+
+    def check(
+        connection: psycopg.Connection[tuple[object, ...]], pending: list[LocalMigration], emit: EventSink
+    ) -> None:
+        for each in checks:
+            each(connection, pending, emit)
+
+    return check
+
+
 @dataclass(frozen=True)
 class LocalMigration:
     """A migration file read from disk. Parsing (splitting into statements) happens on demand:
@@ -194,7 +206,7 @@ def read_status(settings: RunnerSettings, emit: EventSink) -> Status:
     from . import postgres, schema_state
 
     local, problems = scan_migrations(settings.migrations_dir)
-    with _connection(settings, emit) as connection:
+    with database_session(settings, emit) as connection:
         exists = postgres.tracking_table_exists(connection)
         rows = postgres.applied_rows(connection) if exists else {}
         invalid = postgres.invalid_indexes(connection)
@@ -214,7 +226,7 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
 
     local = load_migrations(settings.migrations_dir)
     by_version = {migration.version: migration for migration in local}
-    with _connection(settings, emit) as connection, postgres.runner_lock(connection, _lock_wait(settings), emit):
+    with database_session(settings, emit) as connection, postgres.runner_lock(connection, _lock_wait(settings), emit):
         exists = postgres.tracking_table_exists(connection)
         rows = postgres.applied_rows(connection) if exists else {}
         status = compute_status(local, rows)  # parses every pending file: a bad one stops us here
@@ -365,7 +377,7 @@ def _refresh_checksums(
 
 
 @contextmanager
-def _connection(settings: RunnerSettings, emit: EventSink) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def database_session(settings: RunnerSettings, emit: EventSink) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A connection for one run. Database errors outside a migration's own SQL (no right to
     create the tracking table, the connection dropping while waiting...) become MigrationErrors
     with the server's message, scrubbed of the password."""

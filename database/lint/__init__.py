@@ -1,0 +1,7 @@
+"""The migration linter: squawk's rules, and severity from the database the files will run on.
+
+  findings  what was found, as data (the deploy function reads it from its asset)
+  engine    files -> findings: squawk, located with PostgreSQL's parser (pglast); CLI and synth only
+  severity  findings + the target's table sizes -> errors and warnings (one catalog query)
+  gate      the pre-apply check that refuses an apply while an unacknowledged error stands
+"""
