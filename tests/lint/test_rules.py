@@ -162,8 +162,8 @@ def test_squawk_ignore_file_acknowledges_every_statement_and_our_rule_honours_it
 
 def test_acknowledged_errors_stay_in_the_report_and_do_not_block(tmp_path: Path) -> None:
     body = "-- squawk-ignore\nINSERT INTO orders (id) VALUES (1);\nINSERT INTO orders (id) VALUES (2);\n"
-    findings = [(f.line, f.acknowledged) for f in judge([lint_body(tmp_path, body)], None, 100_000)]
-    assert findings == [(2, True), (3, False)]  # a bare comment: every rule, for the next statement only
+    lines = [(f.line, f.acknowledged) for f in judge([lint_body(tmp_path, body)], None, 100_000)]
+    assert lines == [(2, True), (3, False)]  # a bare comment: every rule, for the next statement only
     body = "SELECT 1;\n\nSELECT FROM WHERE;\n"
     findings = {f.rule: f for f in judge([lint_body(tmp_path, body)], None, 100_000)}
     assert findings["syntax-error"].blocking and findings["syntax-error"].line == 3
