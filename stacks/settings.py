@@ -200,8 +200,13 @@ class MigrationSettings:
     secrets_manager_endpoint: bool = False
     # Schema drift found before a deploy applies migrations: report it, or fail the deploy on it.
     schema_drift: SchemaDriftPolicy = SchemaDriftPolicy.REPORT
+    # The lint gate before every apply: a locking or rewriting statement on a table with at least this
+    # many estimated rows is an error that stops the deploy (unless acknowledged), below it a warning.
+    lint_error_rows: int = 100_000
 
     def __post_init__(self) -> None:
+        if self.lint_error_rows < 0:
+            raise SettingsError(f"migration lint_error_rows={self.lint_error_rows}: must be 0 or more")
         if not 60 <= self.timeout_seconds <= MIGRATION_MAX_TIMEOUT_SECONDS:
             raise SettingsError(
                 f"migration timeout_seconds={self.timeout_seconds}: must be 60 to {MIGRATION_MAX_TIMEOUT_SECONDS} "
@@ -372,7 +377,9 @@ ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TES
 
 # Context keys `cdk -c KEY=VALUE` understands; each also works as KEY.<environment>.
 _Choice = TypeVar("_Choice", bound=StrEnum)
-CONTEXT_KEYS = ("database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint", "schema_drift")
+CONTEXT_KEYS = (
+    "database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint", "schema_drift", "lint_error_rows",
+)
 _BOOLEAN_CONTEXT_VALUES = {"true": True, "false": False}
 
 
@@ -481,6 +488,12 @@ def apply_context(
         drift = _context_choice(context, "schema_drift", name, SchemaDriftPolicy)
         if drift is not None:
             migration["schema_drift"] = drift
+        error_rows = _context_value(context, "lint_error_rows", name)
+        if error_rows is not None:
+            key, value = error_rows
+            if not value.isdigit():
+                raise ContextError(f"context key {key!r}={value!r}: expected a whole number of rows, 0 or more")
+            migration["lint_error_rows"] = int(value)
         if migration:
             changes["migration"] = dataclasses.replace(env.migration, **migration)  # type: ignore[arg-type]
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]

@@ -101,7 +101,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     )
     target.add_argument("--environment", metavar="NAME", type=_text,
                         help="local: the project-local PostgreSQL (scripts/local-db.sh); testing or production "
-                        "with --status/--dry-run: the deployed database, read through its migration function "
+                        "with --status/--dry-run/--lint: the deployed database, read through its migration function "
                         "(needs AWS credentials)")
     target.add_argument("--db-uri", metavar="URI", type=_text,
                         help="postgresql://user:pass@host:5432/db?sslmode=require")
@@ -331,8 +331,9 @@ def run_lint_pending(
 ) -> int:
     """--lint against a database: the files pending there, judged by its table sizes."""
     from database.cli import lint
+    from database.lint.gate import lint_pending
 
-    findings, pending = lint.lint_pending(settings, arguments.lint_error_rows, emit)
+    findings, pending = lint_pending(settings, lint.cli_lint_source, arguments.lint_error_rows, emit)
     code = lint.exit_code(findings)
     if arguments.json:
         print(json_document("lint", collector, exit_code=code, findings=[f.to_dict() for f in findings]))
@@ -403,8 +404,8 @@ def run_dump_schema(arguments: argparse.Namespace, renderer: HumanRenderer, coll
 
 
 def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, collector: JsonCollector) -> int:
-    """Status or dry-run of a deployed environment, read inside its VPC by the deployed migration
-    function and shown exactly like a local one."""
+    """Status, dry-run or lint of a deployed environment, read inside its VPC by the deployed
+    migration function and shown exactly like a local one."""
     if arguments.accept_drift or arguments.migrations_dir is not None:
         raise UsageError(
             f"--environment {arguments.environment} reads the migrations the deployed function carries: "
@@ -413,7 +414,8 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
     from database.cli.deployed import read_deployed_status
     from database.migrator.events import Notice
 
-    renderer.start(mode)
+    if mode != "lint":
+        renderer.start(mode)
     renderer.announce(f"🔍 Asking the deployed {arguments.environment} environment (stack PgSchemaDeploy-"
                       f"{arguments.environment}, its migration function) for its status...")
     deployed = read_deployed_status(arguments.environment, mode)
@@ -427,6 +429,20 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
     for event in replayed:
         renderer.log.record(event)
         sink(event)
+    if mode == "lint":
+        from database.cli import lint
+        from database.lint.findings import Finding
+
+        findings = [Finding(**finding) for finding in deployed.findings]
+        code = lint.exit_code(findings)
+        if arguments.json:
+            print(json_document(mode, collector, exit_code=code, findings=deployed.findings,
+                                environment=arguments.environment, function=deployed.function_name))
+        else:
+            renderer.announce(f"   answered by {deployed.function_name} ({deployed.region})")
+            lint.print_findings(findings, sys.stdout, scope=f"the migrations pending on {arguments.environment} "
+                                "(judged by its table sizes and its lint_error_rows)")
+        return code
     exit_code = status_exit_code(deployed.status, frozenset())
     if arguments.json:
         print(json_document(mode, collector, status=deployed.status, exit_code=exit_code,

@@ -1,4 +1,4 @@
-"""Status and dry-run of a deployed environment, from a laptop with AWS credentials.
+"""Status, dry-run and lint of a deployed environment, from a laptop with AWS credentials.
 
 The database sits in isolated subnets, so the CLI does not connect to it: it finds the
 environment's stack, then invokes the deploy-time migration function (stack output
@@ -37,6 +37,7 @@ class DeployedStatus:
     notices: list[str]
     function_name: str
     region: str
+    findings: list[dict[str, Any]]  # --lint: the pending files' findings, judged by the live table sizes
 
 
 class _RemoteError(MigrationError):
@@ -48,7 +49,8 @@ class _RemoteError(MigrationError):
 
 
 def read_deployed_status(environment: str, mode: str) -> DeployedStatus:
-    """Ask the environment's deployed migration function for its status (``mode``: status or dry-run)."""
+    """Ask the environment's deployed migration function for its status (``mode``: status, dry-run
+    or lint)."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -94,6 +96,7 @@ def read_deployed_status(environment: str, mode: str) -> DeployedStatus:
         notices=[str(notice) for notice in answer.get("notices") or []],
         function_name=function_name,
         region=region,
+        findings=[dict(finding) for finding in answer.get("findings") or []],
     )
 
 

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, TextIO
 
 from database.cli.environments import shown
 from database.lint.engine import lint_migrations
-from database.lint.severity import judge, looked_up_names, table_facts
+from database.lint.findings import ALWAYS_ERRORS
+from database.lint.severity import judge
 
 if TYPE_CHECKING:
     from database.lint.findings import FileLint, Finding
-    from database.migrator.events import EventSink
-    from database.migrator.orchestration import LocalMigration, RunnerSettings
+    from database.migrator.orchestration import LocalMigration
 
 
 def cli_lint_source(migrations: list[LocalMigration]) -> list[FileLint]:
@@ -34,22 +34,6 @@ def lint_files(migrations_dir: Path) -> list[Finding]:
     return judge(lint_migrations(load_migrations(migrations_dir), _shown_path), None, 0)
 
 
-def lint_pending(settings: RunnerSettings, error_rows: int, emit: EventSink) -> tuple[list[Finding], int]:
-    """The files pending on the target, judged with its table sizes; (findings, files linted)."""
-    from database.migrator import postgres
-    from database.migrator.orchestration import compute_status, database_session, load_migrations
-
-    local = load_migrations(settings.migrations_dir)
-    by_version = {migration.version: migration for migration in local}
-    with database_session(settings, emit) as connection:
-        exists = postgres.tracking_table_exists(connection)
-        status = compute_status(local, postgres.applied_rows(connection) if exists else {})
-        pending = [by_version[item.version] for item in status.pending]
-        files = lint_migrations(pending, _shown_path)
-        facts = table_facts(connection, looked_up_names(files), error_rows)
-    return judge(files, facts, error_rows), len(pending)
-
-
 def exit_code(findings: list[Finding]) -> int:
     """1 while an unacknowledged error stands, else 0."""
     return 1 if any(finding.blocking for finding in findings) else 0
@@ -60,7 +44,7 @@ def print_findings(findings: list[Finding], out: TextIO, *, scope: str) -> None:
         state = " (acknowledged)" if finding.acknowledged else ""
         print(f"{finding.file}:{finding.line} {finding.rule} {finding.severity}{state}", file=out)
         print(f"   {finding.message}", file=out)
-        if finding.blocking:
+        if finding.blocking and finding.rule not in ALWAYS_ERRORS:
             hint = finding.acknowledge_hint()
             print(f"   intended? acknowledge it on the line before the statement: {hint}", file=out)
     errors = sum(1 for finding in findings if finding.blocking)

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 from database.migrator.errors import MigrationError
 from database.migrator.events import EventSink, Notice
 
-from .findings import FileLint, Finding
+from .findings import ALWAYS_ERRORS, FileLint, Finding
 from .severity import judge, looked_up_names, table_facts
 
 if TYPE_CHECKING:
     import psycopg
 
-    from database.migrator.orchestration import LocalMigration, PreApplyCheck
+    from database.migrator.orchestration import LocalMigration, PreApplyCheck, RunnerSettings
 
 # The pending migrations' findings, files only (severity is decided against the database).
 LintSource = Callable[[list["LocalMigration"]], list[FileLint]]
@@ -51,20 +51,37 @@ def lint_gate(source: LintSource, error_rows: int) -> PreApplyCheck:
         connection: psycopg.Connection[tuple[object, ...]], pending: list[LocalMigration], emit: EventSink
     ) -> None:
         files = source(pending)
-        findings = judge(files, table_facts(connection, looked_up_names(files), error_rows), error_rows)
+        judged = judge(files, table_facts(connection, looked_up_names(files), error_rows), error_rows)
+        # A syntax error is left to the server, which names it with file:line and SQLSTATE when the
+        # migration runs, as it always has; synth and --lint report it before that.
+        findings = [finding for finding in judged if finding.rule not in ALWAYS_ERRORS]
         if any(finding.blocking for finding in findings):
             raise LintRefusedError(findings)
-        for finding in findings:
+        for finding in findings:  # what the live tables make worth saying; the rest: --lint
             if finding.table is not None or finding.severity == "error":
                 state = " (acknowledged)" if finding.acknowledged else ""
                 emit(Notice(f"lint {finding.severity}{state}: {finding.file}:{finding.line} {finding.rule}: "
                             f"{finding.message}"))
-        others = sum(1 for finding in findings if finding.table is None and finding.severity == "warning")
-        if others:
-            emit(Notice(f"lint: {others} more warning{'s' if others != 1 else ''} on the pending migrations "
-                        "(scripts/run-migrations.sh --lint lists them)"))
 
     return check
+
+
+def lint_pending(
+    settings: RunnerSettings, source: LintSource, error_rows: int, emit: EventSink
+) -> tuple[list[Finding], int]:
+    """--lint against a database: the files pending there, judged with its table sizes; returns
+    (findings, files linted). Reads only: no lock, no tracking table created."""
+    from database.migrator import postgres
+    from database.migrator.orchestration import compute_status, database_session, load_migrations
+
+    local = load_migrations(settings.migrations_dir)
+    by_version = {migration.version: migration for migration in local}
+    with database_session(settings, emit) as connection:
+        exists = postgres.tracking_table_exists(connection)
+        status = compute_status(local, postgres.applied_rows(connection) if exists else {})
+        files = source([by_version[item.version] for item in status.pending])
+        facts = table_facts(connection, looked_up_names(files), error_rows)
+    return judge(files, facts, error_rows), len(status.pending)
 
 
 def shipped_report(path: Path) -> LintSource:

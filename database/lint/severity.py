@@ -103,8 +103,6 @@ def judge(files: list[FileLint], facts: dict[str, TableFacts] | None, error_rows
                 shown = found.table or f"the table of index {found.index}"
                 if facts is None:
                     message = template.format(table=shown)
-                elif written is not None and _plain(written) in created:
-                    message = template.format(table=f"{shown} (created by a pending migration)")
                 elif written is not None and (table := facts.get(written)) is not None:
                     message = template.format(table=f"{table.name} ({describe_size(table)})")
                     big = table.estimated_rows >= error_rows
@@ -114,6 +112,8 @@ def judge(files: list[FileLint], facts: dict[str, TableFacts] | None, error_rows
                         severity = "error"
                     elif found.rule != REQUIRED_FIELD_RULE:
                         message += f" (a warning below {error_rows:,} rows)"
+                elif written is not None and _plain(written) in created:
+                    message = template.format(table=f"{shown} (created by a pending migration)")
                 else:
                     message = template.format(table=f"{shown} (not in the database)")
             judged.append(

@@ -32,10 +32,10 @@ on_event hands its decision to is_complete in a top-level key of its answer (``S
 the framework merges that answer into the event it passes on, and never sends such keys to
 CloudFormation.
 
-Direct invocations (scripts/run-migrations.sh --status / --dry-run --environment ...):
-  {"action": "status"} or {"action": "dry-run"} -> the runner's read-only answer, as is:
-  {"ok": true, "environment", "server_version", "notices", "status": {...}} or
-  {"ok": false, "error", "kind"}.
+Direct invocations (scripts/run-migrations.sh --status / --dry-run / --lint --environment ...):
+  {"action": "status" | "dry-run" | "lint"} -> the runner's read-only answer, as is:
+  {"ok": true, "environment", "server_version", "notices", "status": {...}} (lint: "findings": [...])
+  or {"ok": false, "error", "kind"}.
 
 psycopg is not imported here, and boto3 only when a request needs it: a Delete answers before
 either is loaded.
@@ -230,12 +230,12 @@ def _continues(answer: dict[str, Any], *, full_run: bool) -> bool:
 
 
 def direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """A read-only status or dry-run for the CLI; always answers with a document, never raises."""
+    """A read-only status, dry-run or lint for the CLI; always answers with a document, never raises."""
     action = event.get("action")
-    if action not in ("status", "dry-run"):
+    if action not in ("status", "dry-run", "lint"):
         return {
             "ok": False,
-            "error": f"unknown action {action!r}: this function answers status and dry-run (applying "
+            "error": f"unknown action {action!r}: this function answers status, dry-run and lint (applying "
             "happens only through a deploy)",
             "kind": "RequestError",
         }

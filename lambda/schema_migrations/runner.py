@@ -5,7 +5,7 @@ Invoked only by the deploy function (never by CloudFormation directly), with one
     {"action": "apply", "digest": <manifest digest the deploy expects>, "credentials": {...},
      "roles": {"application": <name>, "readonly": <name>}, "budget_seconds": <at most this long>,
      "applied_since": <epoch seconds the deploy started>}
-    {"action": "status" | "dry-run", "credentials": {...}, "budget_seconds": <at most this long>}
+    {"action": "status" | "dry-run" | "lint", "credentials": {...}, "budget_seconds": <at most this long>}
 
 ``credentials`` is the host, port and dbname of the database and the master secret's username and
 password, read by the deploy function outside the VPC (this function's subnets have no route to
@@ -18,7 +18,8 @@ this function reads DATABASE_SECRET_ARN itself.
 It answers with a JSON object and never raises for a migration problem:
     {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version",
      "applied_since": [every version applied since applied_since, by this run or an earlier one],
-     "schema_drift": [...] (apply), "roles_changed" (apply), "status": {...} (status, dry-run)}
+     "schema_drift": [...] (apply), "roles_changed" (apply), "status": {...} (status, dry-run),
+     "findings": [...] (lint)}
     {"ok": false, "error": <message, paths relative to the asset>, "kind": <error class>, "applied": [...],
      "failed": <the migration it stopped in>, "rolled_back": <it left nothing behind>,
      "budget_cut": <a statement was stopped by the end of this run's time>, "schema_drift": [...]}
@@ -26,6 +27,9 @@ It answers with a JSON object and never raises for a migration problem:
 Before an apply runs migrations it compares the live schema with the one the last apply recorded:
 the changes made outside migrations are named in the log and the answer (``schema_drift``), and
 with SCHEMA_DRIFT=fail (stacks/settings.py, per environment) the run stops there, nothing applied.
+Then the lint gate: the pending files' findings, made by squawk at synth (lint-report.json in the
+asset), judged with the live table sizes (LINT_ERROR_ROWS, per environment); an unacknowledged
+error stops the run there too. "lint" answers those findings and applies nothing.
 
 TLS is always on: sslmode=verify-full against the Amazon RDS CA bundle shipped beside the code.
 The whole run fits in the invocation (or the shorter budget the deploy gives): connect retries (an
@@ -49,10 +53,11 @@ from typing import Any, Protocol
 from psycopg.conninfo import make_conninfo
 
 from database.cli.render import HumanRenderer
+from database.lint.gate import lint_gate, lint_pending, shipped_report
 from database.migrator.errors import MigrationError, MigrationFailedError
 from database.migrator.events import Applied, Applying, Connected, Event, Notice, Planned, SchemaDrift, ignore_events
 from database.migrator.manifest import build_manifest
-from database.migrator.orchestration import RunnerSettings, apply, read_status
+from database.migrator.orchestration import RunnerSettings, all_checks, apply, read_status
 from database.migrator.postgres import ConnectSettings, connect
 from database.migrator.redaction import scrub, scrub_document
 from database.migrator.report import status_to_dict
@@ -63,6 +68,7 @@ from schema_migrations.deploy import connection_facts
 ASSET_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = ASSET_ROOT / "database" / "migrations"
 CA_BUNDLE = ASSET_ROOT / "rds-ca-bundle.pem"
+LINT_REPORT = ASSET_ROOT / "lint-report.json"
 
 # Kept back from the invocation's remaining time for turning the result into the answer.
 ANSWER_RESERVE_SECONDS = 2.0
@@ -102,8 +108,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         renderer.event(event)
 
     try:
-        if action not in ("apply", "status", "dry-run"):
-            raise RequestError(f"unknown action {action!r}: expected apply, status or dry-run")
+        if action not in ("apply", "status", "dry-run", "lint"):
+            raise RequestError(f"unknown action {action!r}: expected apply, status, dry-run or lint")
         if not isinstance(credentials, dict):
             credentials = _secret_from_environment()
             log.secrets.append(str(credentials.get("password") or ""))
@@ -122,6 +128,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             }
             if roles is not None:
                 answer["roles_changed"] = _ensure_roles(settings, roles, log)
+        elif action == "lint":
+            findings, _ = lint_pending(settings, shipped_report(LINT_REPORT), _lint_error_rows(), emit)
+            answer = {"findings": [finding.to_dict() for finding in findings]}
         else:
             status = read_status(settings, emit)
             renderer.status(status)
@@ -182,8 +191,18 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
         lock_retries=5,  # a migration failing on LOCK_TIMEOUT is tried again, within the time budget
         deadline=deadline,
         deadline_margin_seconds=MARGIN_SECONDS,
-        pre_apply_check=drift_check(refuse=_DRIFT_POLICIES[policy]),
+        pre_apply_check=all_checks(
+            drift_check(refuse=_DRIFT_POLICIES[policy]), lint_gate(shipped_report(LINT_REPORT), _lint_error_rows())
+        ),
     )
+
+
+def _lint_error_rows() -> int:
+    """LINT_ERROR_ROWS, set by the stack: from this many estimated rows a locking statement is an error."""
+    value = os.environ.get("LINT_ERROR_ROWS", "100000")
+    if not value.isdigit():
+        raise RequestError(f"LINT_ERROR_ROWS={value!r}: expected a whole number of rows")
+    return int(value)
 
 
 def _access_roles(requested: object) -> AccessRoles | None:

@@ -7,6 +7,9 @@ One folder serves both functions (the deploy function outside the VPC, the runne
     database/cli/render.py  the CLI's log lines (the migrations guide's), reused for the function's log,
     database/cli/environments.py  with the path shortening it uses
     database/migrations/    the migration files
+    database/lint/          the lint gate's severity and findings (not squawk: 25 MB, over the budget)
+    lint-report.json        squawk's findings on every migration, made here at synth; the function
+                            judges the pending ones with the live table sizes before it applies them
     psycopg/, psycopg_binary/, psycopg_binary.libs/
                             psycopg's wheels for Lambda (manylinux x86_64, CPython 3.13), at the
                             versions and sha256 hashes locked in uv.lock
@@ -41,6 +44,9 @@ from pathlib import Path
 LAMBDA_RUNTIME = "python3.13"  # Lambda runtime identifier (aws_lambda.Runtime.PYTHON_3_13)
 LAMBDA_ARCHITECTURE = "x86_64"
 CA_BUNDLE_NAME = "rds-ca-bundle.pem"
+LINT_REPORT_NAME = "lint-report.json"
+# The lint modules the function needs; engine.py runs squawk and pglast, at synth only.
+_LINT_MODULES = ("__init__.py", "findings.py", "severity.py", "gate.py")
 
 _PYTHON_VERSION = (3, 13)
 _UV_PLATFORM = "x86_64-manylinux2014"  # uv's name for the platform Lambda's x86_64 runtimes satisfy
@@ -73,8 +79,9 @@ def build_migration_asset(project_root: Path) -> Path:
     wheels = locked_wheels(project_root / "uv.lock")
     ca_bundle = rds_ca_bundle(project_root)
     sources = _source_files(project_root)
+    lint_report = _lint_report(project_root)
     compiler = _python_313()
-    digest = _asset_digest(project_root, sources, wheels, ca_bundle, compiled=compiler is not None)
+    digest = _asset_digest(project_root, sources, wheels, ca_bundle + lint_report, compiled=compiler is not None)
     builds = project_root / ".local" / "cache" / "migration-asset"
     target = builds / digest[:20]
     if target.is_dir():
@@ -89,6 +96,7 @@ def build_migration_asset(project_root: Path) -> Path:
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(project_root / relative, destination)
         (staging / CA_BUNDLE_NAME).write_bytes(ca_bundle)
+        (staging / LINT_REPORT_NAME).write_bytes(lint_report)
         if compiler is not None:
             _compile(staging, compiler)
         _make_read_only_friendly(staging)
@@ -163,9 +171,34 @@ def _source_files(project_root: Path) -> list[Path]:
         project_root / "database" / name
         for name in ("__init__.py", "cli/__init__.py", "cli/render.py", "cli/environments.py")
     ]
+    files += [project_root / "database" / "lint" / name for name in _LINT_MODULES]
     migrations = project_root / "database" / "migrations"
     files += [path for path in migrations.iterdir() if path.is_file() and not path.name.startswith(".")]
     return sorted(path.relative_to(project_root) for path in files)
+
+
+def _lint_report(project_root: Path) -> bytes:
+    """squawk's findings on every migration file, as the deploy function's gate reads them. A
+    finding that fails whatever the data (a syntax error) stops the synth here, before any deploy."""
+    from database.lint.engine import lint_migrations
+    from database.lint.gate import report_document
+    from database.lint.severity import judge
+    from database.migrator.errors import MigrationError
+    from database.migrator.orchestration import load_migrations
+
+    migrations = project_root / "database" / "migrations"
+    try:
+        files = lint_migrations(load_migrations(migrations), lambda path: path.relative_to(project_root).as_posix())
+    except MigrationError as error:
+        raise AssetBuildError(str(error)) from None
+    blocking = [finding for finding in judge(files, None, 0) if finding.blocking]
+    if blocking:
+        lines = [f"  {f.file}:{f.line} {f.rule}: {f.message}" for f in blocking]
+        raise AssetBuildError(
+            "lint errors that no database can make pass (scripts/run-migrations.sh --lint lists every finding):\n"
+            + "\n".join(lines)
+        )
+    return report_document(files).encode("utf-8")
 
 
 def _asset_path(relative: Path) -> Path:

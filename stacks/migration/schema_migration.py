@@ -134,7 +134,11 @@ class SchemaMigration(Construct):
         )
         runner_egress = [_egress_rule(database.security_group, settings.port, "Migration runner to PostgreSQL")]
 
-        runner_environment = {"ENVIRONMENT_NAME": settings.name, "SCHEMA_DRIFT": migration.schema_drift.value}
+        runner_environment = {
+            "ENVIRONMENT_NAME": settings.name,
+            "SCHEMA_DRIFT": migration.schema_drift.value,
+            "LINT_ERROR_ROWS": str(migration.lint_error_rows),
+        }
         self.secrets_endpoint: ec2.InterfaceVpcEndpoint | None = None
         endpoint_security_group: ec2.SecurityGroup | None = None
         if migration.secrets_manager_endpoint:

@@ -28,6 +28,11 @@ import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 
+from database.lint.engine import lint_migrations
+from database.lint.gate import report_document
+from database.migrator.errors import MigrationError
+from database.migrator.orchestration import load_migrations
+from stacks.migration.asset import LINT_REPORT_NAME
 from tests.conftest import local_server
 from tests.deploy.support import (
     STACK_ID,
@@ -173,9 +178,15 @@ class Deployment:
         return self.asset_root / "database" / "migrations"
 
     def write(self, files: dict[str, str]) -> None:
+        """Migration files into the asset, with the lint report synth would ship beside them."""
         self.migrations.mkdir(parents=True, exist_ok=True)
         for name, sql in files.items():
             (self.migrations / name).write_text(sql, encoding="utf-8")
+        try:
+            linted = lint_migrations(load_migrations(self.migrations), lambda path: f"database/migrations/{path.name}")
+        except MigrationError:
+            return  # files synth would refuse: the runner refuses them too, before any lint
+        (self.asset_root / LINT_REPORT_NAME).write_text(report_document(linted), encoding="utf-8")
 
     def properties(self, **overrides: Any) -> dict[str, Any]:
         return resource_properties(self.migrations, **overrides)
@@ -230,6 +241,7 @@ def deployment(
     monkeypatch.setattr(runner, "MIGRATIONS_DIR", asset_root / "database" / "migrations")
     monkeypatch.setattr(runner, "ASSET_ROOT", asset_root)
     monkeypatch.setattr(runner, "CA_BUNDLE", tls_files)
+    monkeypatch.setattr(runner, "LINT_REPORT", asset_root / LINT_REPORT_NAME)
     for key in [key for key in os.environ if key.startswith(("AWS_", "PG"))]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)

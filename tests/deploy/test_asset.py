@@ -21,7 +21,9 @@ def built() -> Path:
 def project(tmp_path: Path, built: Path) -> Path:
     """A copy of the project's inputs, sharing the real project's wheel cache (no uv, no network)."""
     root = tmp_path / "project"
-    for folder in ("lambda/schema_migrations", "database/migrator", "database/migrations", "database/cli"):
+    for folder in (
+        "lambda/schema_migrations", "database/migrator", "database/migrations", "database/cli", "database/lint",
+    ):
         shutil.copytree(PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copyfile(PROJECT_ROOT / "database" / "__init__.py", root / "database" / "__init__.py")
     shutil.copyfile(PROJECT_ROOT / "uv.lock", root / "uv.lock")

@@ -15,7 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +123,26 @@ class AssetFunction:
         return result["answer"], result["failed"]
 
 
-@pytest.mark.parametrize("source", [functions_from_builder, functions_from_cdk_out], ids=["builder", "cdk.out"])
-def test_the_built_asset_runs_the_whole_chain(
-    source: Callable[[Path], dict[str, tuple[Path, str]]], tmp_path: Path, database: Database, tls_files: Path
-) -> None:
+@dataclass
+class Chain:
+    """Both functions of an asset wired as deployed: CloudFormation events go in through ``framework``."""
+
+    aws: LocalAws
+    framework: ProviderFramework
+    deploy: AssetFunction
+    runner: AssetFunction
+    folders: dict[str, Path]
+    properties: dict[str, Any]
+
+
+@contextmanager
+def asset_chain(
+    functions: dict[str, tuple[Path, str]], tmp_path: Path, database: Database, tls_files: Path,
+    runner_env: dict[str, str] | None = None,
+) -> Iterator[Chain]:  # fmt: skip
     from moto import mock_aws
 
     python = lambda_python()
-    functions = source(tmp_path)
     folders: dict[str, Path] = {}
     for name, (built, _handler) in functions.items():
         folders[name] = tmp_path / f"task-{name}"
@@ -137,7 +151,6 @@ def test_the_built_asset_runs_the_whole_chain(
         bundle = (built / CA_BUNDLE_NAME).read_bytes()
         assert bundle.count(b"BEGIN CERTIFICATE") > 100
         (folders[name] / CA_BUNDLE_NAME).write_bytes(bundle + tls_files.read_bytes())
-    before = {name: snapshot(folder) for name, folder in folders.items()}
     packages = runtime_packages(tmp_path / "runtime")
     aws_env = {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -148,7 +161,7 @@ def test_the_built_asset_runs_the_whole_chain(
             Name="PgSchemaDeploy-testing/database", SecretString=json.dumps(database.secret())
         )
         runner = AssetFunction(python, folders["runner"], packages, functions["runner"][1], 60,
-                               {**aws_env, "ENVIRONMENT_NAME": "testing"})  # fmt: skip
+                               {**aws_env, "ENVIRONMENT_NAME": "testing", **(runner_env or {})})  # fmt: skip
         deploy = AssetFunction(python, folders["deploy"], packages, functions["deploy"][1], 120, {
             **aws_env, "AWS_ENDPOINT_URL_LAMBDA": aws.url, "AWS_ENDPOINT_URL_SECRETS_MANAGER": aws.url,
             "RUNNER_FUNCTION_NAME": RUNNER_FUNCTION, "DATABASE_SECRET_ARN": secret["ARN"],
@@ -160,14 +173,23 @@ def test_the_built_asset_runs_the_whole_chain(
         aws.stack_outputs[STACK_NAME] = {}
         properties = resource_properties(folders["deploy"] / "database" / "migrations")
         framework = ProviderFramework(deploy.call, "pg-schema-deploy-testing-migrate")
+        yield Chain(aws, framework, deploy, runner, folders, properties)
 
+
+@pytest.mark.parametrize("source", [functions_from_builder, functions_from_cdk_out], ids=["builder", "cdk.out"])
+def test_the_built_asset_runs_the_whole_chain(
+    source: Callable[[Path], dict[str, tuple[Path, str]]], tmp_path: Path, database: Database, tls_files: Path
+) -> None:
+    with asset_chain(source(tmp_path), tmp_path, database, tls_files) as chain:
+        before = {name: snapshot(folder) for name, folder in chain.folders.items()}
+        aws, runner, deploy = chain.aws, chain.runner, chain.deploy
         aws.stack_status[STACK_NAME] = "CREATE_IN_PROGRESS"
-        created = framework.run(cfn_event("Create", properties))
+        created = chain.framework.run(cfn_event("Create", chain.properties))
         assert created.status == "SUCCESS", created.body
         status, failed = deploy.invoke({"action": "status"})
         assert not failed, status
         aws.stack_status[STACK_NAME] = "DELETE_IN_PROGRESS"
-        deleted = framework.run(cfn_event("Delete", properties))
+        deleted = chain.framework.run(cfn_event("Delete", chain.properties))
         assert deleted.status == "SUCCESS", deleted.body
 
     versions = sorted(path.stem for path in (PROJECT_ROOT / "database" / "migrations").glob("*.sql"))
@@ -179,8 +201,40 @@ def test_the_built_asset_runs_the_whole_chain(
     assert deleted.body["PhysicalResourceId"] == "schema-migrations-testing" and deleted.data == {}
     assert aws.secrets_read == 2 and len(aws.invocations) == 2  # Delete read and invoked nothing
     assert runner.outside == [] and deploy.outside == []  # everything imported came from the asset
-    assert {name: snapshot(folder) for name, folder in folders.items()} == before  # nothing written there
+    assert {name: snapshot(folder) for name, folder in chain.folders.items()} == before  # nothing written there
     assert "🎉 All migrations applied successfully!" in "".join(runner.logs)
     assert "🔑 Roles webapp_app, webapp_readonly: " in "".join(runner.logs)  # database/migrator/roles.py shipped
     assert database.query("SELECT count(*) FROM pg_roles WHERE rolname IN ('webapp_app', 'webapp_readonly')") == [(2,)]
     assert database.password not in "".join(runner.logs + deploy.logs)
+
+
+def test_the_built_asset_gates_the_deploy_on_the_live_table_sizes(
+    tmp_path: Path, database: Database, tls_files: Path
+) -> None:
+    """A users table that already holds rows (made by hand, as the old setup scripts did): the shipped
+    002 builds an index on it without CONCURRENTLY. Over LINT_ERROR_ROWS rows the deploy stops before
+    anything is written; the runner's "lint" action says the same with the sizes."""
+    database.query('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
+    database.query("CREATE TABLE users (id uuid PRIMARY KEY DEFAULT uuid_generate_v4(), username varchar(50) "
+                   "UNIQUE NOT NULL, email varchar(255) UNIQUE NOT NULL, created_at timestamptz DEFAULT now())")
+    database.query("ALTER TABLE users OWNER TO migrator")
+    database.query("INSERT INTO users (username, email) SELECT 'u' || g, g || '@example.com' "
+                   "FROM generate_series(1, 50) AS g")
+    database.query("ANALYZE users")
+    with asset_chain(functions_from_builder(tmp_path), tmp_path, database, tls_files,
+                     runner_env={"LINT_ERROR_ROWS": "40"}) as chain:  # fmt: skip
+        chain.aws.stack_status[STACK_NAME] = "CREATE_IN_PROGRESS"
+        created = chain.framework.run(cfn_event("Create", chain.properties))
+        linted, failed = chain.deploy.invoke({"action": "lint"})
+
+    assert created.status == "FAILED"
+    reason = created.body["Reason"]
+    assert "lint: 1 unacknowledged error in the pending migrations; nothing was applied" in reason
+    assert "database/migrations/002_add_user_profile.sql:8 require-concurrent-index-creation" in reason
+    assert "CREATE INDEX on public.users (50 rows, " in reason
+    assert "-- squawk-ignore require-concurrent-index-creation" in reason
+    assert database.query("SELECT to_regclass('schema_migrations')") == [(None,)]  # not even the tracking table
+    assert not failed and linted["ok"] is True, linted
+    [finding] = [f for f in linted["findings"] if f["severity"] == "error"]
+    assert finding["table"] == "public.users" and finding["estimated_rows"] == 50 and finding["total_bytes"] > 0
+    assert chain.runner.outside == []
