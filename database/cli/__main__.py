@@ -416,8 +416,9 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
 
     if mode != "lint":
         renderer.start(mode)
+    asked = "lint findings" if mode == "lint" else "status"
     renderer.announce(f"🔍 Asking the deployed {arguments.environment} environment (stack PgSchemaDeploy-"
-                      f"{arguments.environment}, its migration function) for its status...")
+                      f"{arguments.environment}, its migration function) for its {asked}...")
     deployed = read_deployed_status(arguments.environment, mode)
     from database.postgres_version import POSTGRES_MAJOR_VERSION
 
@@ -443,6 +444,8 @@ def run_deployed(arguments: argparse.Namespace, mode: str, renderer: HumanRender
             lint.print_findings(findings, sys.stdout, scope=f"the migrations pending on {arguments.environment} "
                                 "(judged by its table sizes and its lint_error_rows)")
         return code
+    if deployed.status is None:
+        raise MigrationError(f"{deployed.function_name} answered no status: is it deployed from this version?")
     exit_code = status_exit_code(deployed.status, frozenset())
     if arguments.json:
         print(json_document(mode, collector, status=deployed.status, exit_code=exit_code,

@@ -4,8 +4,10 @@ schema snapshot against the schema its migrations produce.
 Applied migrations are immutable: a file the target branch already has may not be edited, renamed
 or deleted by the branch, since testing and production have run (or will run) the target's
 version. A new file may not reuse a number the target branch already uses (two branches that
-each added `004_...`). Prints one line per problem, naming the file, and lists the migrations the
-merge adds (in GitHub Actions also as a job-summary table and error annotations).
+each added `004_...`). The migrations the merge adds are linted (database/lint: squawk's rules,
+file-only severity; deploys judge them again with the live table sizes). Prints one line per
+problem and finding, naming the file, and lists the migrations the merge adds (in GitHub Actions
+also as job-summary tables and annotations on the lines).
 
 With --schema-snapshot it also applies the working tree's migrations to a throwaway PostgreSQL
 (the pinned 17.9, scripts/local-db.sh) and fails when database/schema.sql differs from the schema
@@ -35,6 +37,7 @@ from database.cli.throwaway_db import ServerStartError, throwaway_server
 
 if TYPE_CHECKING:
     from database.cli.snapshot import Snapshot
+    from database.lint.findings import Finding
 
 _NAME = re.compile(r"^(?P<number>[0-9]+)_[^/]*\.sql$")
 
@@ -49,6 +52,7 @@ class CheckResult:
     added: list[str] = field(default_factory=list)  # paths of new migrations, in run order
     warnings: list[tuple[str, str]] = field(default_factory=list)  # allowed, but worth a look
     snapshot_difference: list[str] = field(default_factory=list)  # unified diff: committed -> produced
+    findings: list[Finding] = field(default_factory=list)  # lint of the added migrations
 
 
 def git(repo: Path, *arguments: str) -> str:
@@ -148,6 +152,28 @@ def check(repo: Path, base: str, head: str = "HEAD", directory: str = "database/
     return result
 
 
+def lint_added(repo: Path, directory: str, result: CheckResult) -> None:
+    """Lint the migrations the merge adds (no database: file-only severity); an unacknowledged
+    error, or a file the runner would refuse, is a problem."""
+    from database.lint.engine import lint_migrations
+    from database.lint.severity import judge
+    from database.migrator.errors import MigrationError
+    from database.migrator.orchestration import load_migrations
+
+    if not result.added:
+        return
+    try:
+        migrations = load_migrations(repo / directory)
+        added = [m for m in migrations if m.file.path.relative_to(repo).as_posix() in result.added]
+        result.findings = judge(lint_migrations(added, lambda path: path.relative_to(repo).as_posix()), None, 0)
+    except MigrationError as error:
+        result.problems.append((directory, str(error).replace(f"{repo}/", "").splitlines()[0]))
+        return
+    for finding in result.findings:
+        if finding.blocking:
+            result.problems.append((f"{finding.file}:{finding.line}", f"{finding.rule}: {finding.message}"))
+
+
 # Lines of the snapshot difference printed (and put in the job summary); the rest are counted.
 _DIFF_LINES_SHOWN = 200
 
@@ -229,6 +255,14 @@ def summary_markdown(result: CheckResult, base: str) -> str:
         lines.append("")
     lines += ["| migration this merge adds (runs on testing after the merge) |", "|---|"]
     lines += [f"| `{path}` |" for path in result.added] or ["| none |"]
+    if result.findings:
+        lines += ["", "Lint of the migrations this merge adds (each deploy judges them again by the live table sizes):"]
+        lines += [""]
+        lines += ["| where | rule | severity | message |", "|---|---|---|---|"]
+        for finding in result.findings:
+            severity = finding.severity + (" (acknowledged)" if finding.acknowledged else "")
+            message = finding.message.replace("|", "/")
+            lines.append(f"| `{finding.file}:{finding.line}` | {finding.rule} | {severity} | {message} |")
     if result.snapshot_difference:
         lines += ["", "The schema snapshot differs from what the migrations produce:", "", "```diff"]
         lines += [*_shown_difference(result.snapshot_difference), "```"]
@@ -253,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--base is required (the branch the change merges into, e.g. origin/main)")
     try:
         result = check(repo, args.base, args.head, directory)
+        lint_added(repo, directory, result)
         if args.schema_snapshot:
             check_snapshot(repo, directory, result)
     except (GitError, ServerStartError) as error:
@@ -262,13 +297,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, message in result.problems:
         print(f"check-migrations: {path}: {message}", file=sys.stderr)
         if in_actions:
-            print(f"::error file={path}::{message}")
+            file, _, line = path.partition(":")
+            print(f"::error file={file}{f',line={line}' if line else ''}::{message}")
     for line in _shown_difference(result.snapshot_difference):
         print(line, file=sys.stderr)
     for path, message in result.warnings:
         print(f"check-migrations: warning: {path}: {message}", file=sys.stderr)
         if in_actions:
             print(f"::warning file={path}::{message}")
+    for finding in result.findings:
+        if finding.blocking:
+            continue  # a problem, printed above
+        state = " (acknowledged)" if finding.acknowledged else ""
+        print(f"check-migrations: lint {finding.severity}{state}: {finding.file}:{finding.line} {finding.rule}: "
+              f"{finding.message}", file=sys.stderr)
+        if in_actions and not finding.acknowledged:
+            print(f"::warning file={finding.file},line={finding.line},title={finding.rule}::{finding.message}")
     print(
         f"check-migrations: {len(result.added)} new migration(s) against {args.base}: "
         + (", ".join(result.added) or "none")

@@ -32,7 +32,7 @@ class DeployedEnvironmentError(ConnectionFailedError):
 
 @dataclass(frozen=True)
 class DeployedStatus:
-    status: Status
+    status: Status | None  # None for lint
     server_version: str | None
     notices: list[str]
     function_name: str
@@ -91,7 +91,7 @@ def read_deployed_status(environment: str, mode: str) -> DeployedStatus:
             f"{environment} ({function_name}): {answer.get('error') or 'unknown error'}", _EXIT_CODES.get(kind, 1)
         )
     return DeployedStatus(
-        status=status_from_dict(answer.get("status") or {}),
+        status=status_from_dict(answer["status"]) if "status" in answer else None,
         server_version=answer.get("server_version"),
         notices=[str(notice) for notice in answer.get("notices") or []],
         function_name=function_name,

@@ -212,3 +212,33 @@ def test_the_base_is_required_unless_only_writing_the_snapshot(repo: Path) -> No
     completed = run_module(repo, "--schema-snapshot")
 
     assert completed.returncode == 2 and "--base is required" in completed.stderr
+
+
+def test_the_migrations_a_merge_adds_are_linted_with_annotations_on_their_lines(repo: Path, tmp_path: Path) -> None:
+    commit(repo, {
+        "003_index.sql": "-- by bio\nCREATE INDEX users_bio ON users (bio);\n",
+        "004_seed.sql": "-- squawk-ignore insert-without-on-conflict\nINSERT INTO users (id) VALUES (1);\n",
+    }, "lintable")  # fmt: skip
+    summary = tmp_path / "summary.md"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    completed = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-m", "database.cli.check_migrations", "--base", "main"],
+        cwd=repo, env=environment, capture_output=True, text=True,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr  # warnings: the PR cannot know production's table sizes
+    assert (
+        f"::warning file={MIGRATIONS}/003_index.sql,line=2,title=require-concurrent-index-creation::"
+        "CREATE INDEX on users blocks writes while it builds" in completed.stdout
+    )
+    assert "insert-without-on-conflict" not in completed.stdout  # acknowledged: in the summary, no annotation
+    text = summary.read_text()
+    assert f"| `{MIGRATIONS}/003_index.sql:2` | require-concurrent-index-creation | warning |" in text
+    assert f"| `{MIGRATIONS}/004_seed.sql:2` | insert-without-on-conflict | warning (acknowledged) |" in text
+    assert "001_users.sql:" not in text
+
+
+def test_a_syntax_error_in_an_added_migration_fails_on_its_line(repo: Path) -> None:
+    commit(repo, {"003_broken.sql": "SELECT 1;\nALTER TABLE users ADD COLUMN;\n"}, "broken")
+    completed = run_script(repo)
+    assert completed.returncode == 1
+    assert f"check-migrations: {MIGRATIONS}/003_broken.sql:2: syntax-error: syntax error at or near" in completed.stderr

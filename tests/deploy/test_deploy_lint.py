@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from tests.deploy.conftest import Deployment
@@ -21,8 +22,9 @@ def deployed_with_rows(deployment: Deployment, rows: int) -> dict[str, object]:
     deployment.write(ORDERS)
     old = deployment.properties()
     deployment.create()
-    deployment.database.query(f"INSERT INTO orders SELECT g, g FROM generate_series(1, {rows}) AS g")
-    deployment.database.query("ANALYZE orders")
+    with psycopg.connect(deployment.database.admin_conninfo, autocommit=True) as connection:
+        connection.execute(f"INSERT INTO orders SELECT g, g FROM generate_series(1, {rows}) AS g".encode())
+        connection.execute("ANALYZE orders")
     deployment.write(INDEX)
     return old
 
@@ -89,7 +91,7 @@ def test_lint_of_a_deployed_environment_from_a_laptop(
     document = json.loads(run_cli(laptop, "--lint", "--json", "--environment", "testing").stdout)
 
     assert shown.returncode == 1, shown.stderr
-    assert "database/migrations/002_orders_x.sql:2 require-concurrent-index-creation error" in shown.stdout
+    assert "database/migrations/002_orders_x.sql:2 require-concurrent-index-creation error" in shown.stdout, shown.stderr
     assert "CREATE INDEX on public.orders (500 rows, " in shown.stdout
     assert document["ok"] is False and document["environment"] == "testing"
     [finding] = document["findings"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from stacks.migration.asset import CA_BUNDLE_NAME, build_migration_asset
@@ -214,13 +215,14 @@ def test_the_built_asset_gates_the_deploy_on_the_live_table_sizes(
     """A users table that already holds rows (made by hand, as the old setup scripts did): the shipped
     002 builds an index on it without CONCURRENTLY. Over LINT_ERROR_ROWS rows the deploy stops before
     anything is written; the runner's "lint" action says the same with the sizes."""
-    database.query('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
-    database.query("CREATE TABLE users (id uuid PRIMARY KEY DEFAULT uuid_generate_v4(), username varchar(50) "
-                   "UNIQUE NOT NULL, email varchar(255) UNIQUE NOT NULL, created_at timestamptz DEFAULT now())")
-    database.query("ALTER TABLE users OWNER TO migrator")
-    database.query("INSERT INTO users (username, email) SELECT 'u' || g, g || '@example.com' "
-                   "FROM generate_series(1, 50) AS g")
-    database.query("ANALYZE users")
+    with psycopg.connect(database.admin_conninfo, autocommit=True) as connection:
+        connection.execute('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"')
+        connection.execute("CREATE TABLE users (id uuid PRIMARY KEY DEFAULT uuid_generate_v4(), username varchar(50) "
+                           "UNIQUE NOT NULL, email varchar(255) UNIQUE NOT NULL, created_at timestamptz DEFAULT now())")
+        connection.execute("ALTER TABLE users OWNER TO migrator")
+        connection.execute("INSERT INTO users (username, email) SELECT 'u' || g, g || '@example.com' "
+                           "FROM generate_series(1, 50) AS g")
+        connection.execute("ANALYZE users")
     with asset_chain(functions_from_builder(tmp_path), tmp_path, database, tls_files,
                      runner_env={"LINT_ERROR_ROWS": "40"}) as chain:  # fmt: skip
         chain.aws.stack_status[STACK_NAME] = "CREATE_IN_PROGRESS"
