@@ -14,6 +14,10 @@ deploy pays, interpreter start included):
   noop    our runner again once everything is applied (the every-deploy case),
           beside `psql -c 'select 1'` (client start + connect + one query: the floor)
   status  our runner's --status over N applied migrations, beside the same floor
+  lint    our runner's --lint over the N files (no database), beside squawk alone on them (its engine)
+  gate    what the lint gate adds to an apply: in process, the gate over N pending migrations on an
+          empty database, against the runner's whole apply (the gate runs only when something is
+          pending, so the no-op pays nothing for it)
 
 plus `python -P -c pass` and `python -P -c 'import psycopg'`, and an in-process split of the
 runner's no-op path, so the reader sees where the no-op time goes. Each apply gets a fresh
@@ -54,6 +58,8 @@ from typing import Any
 
 import psycopg
 
+from database.lint.engine import SQUAWK_CONFIG
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "scripts" / "run-migrations.sh"
 SEED = 20261125
@@ -62,6 +68,7 @@ SEED = 20261125
 APPLY_RATIO_TARGET = 2.0  # runner apply within 2x of psql --single-transaction
 SESSION_RATIO_TARGET = 1.05  # runner apply within 1.05x of psql in one session, a transaction per file
 QUICK_TARGET_SECONDS = 0.25  # no-op re-run and --status over 1,000 applied migrations
+GATE_SHARE_TARGET = 0.05  # the lint gate under 5 % of an apply of 1,000 migrations
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,10 +333,12 @@ class CommandFailed(Exception):
 
 
 def timed(
-    phase: str, tool: str, rep: int, command: Sequence[str], log: Path, env: dict[str, str] | None = None
+    phase: str, tool: str, rep: int, command: Sequence[str], log: Path, env: dict[str, str] | None = None,
+    ok_codes: tuple[int, ...] = (0,),
 ) -> Sample:
     """Run `command` with output to `log`; wall time from spawn to a blocking wait4, and the
-    CPU (user+sys) of the process and its waited-for children from wait4's rusage."""
+    CPU (user+sys) of the process and its waited-for children from wait4's rusage. An exit
+    status outside `ok_codes` (squawk exits 1 when it has findings) fails the benchmark."""
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
@@ -342,7 +351,7 @@ def timed(
     wall = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
     sample = Sample(phase, tool, rep, wall, usage.ru_utime, usage.ru_stime, code, list(command))
-    if code != 0:
+    if code not in ok_codes:
         output = log.read_text(errors="replace")
         raise CommandFailed(
             f"{tool} ({phase}, rep {rep}) exited with {code}: {' '.join(command)}\n"
@@ -451,6 +460,34 @@ print(json.dumps(dict(zip(names, (b - a for a, b in zip(t, t[1:]))))))
 """
 
 
+GATE = r"""
+import json, sys, time
+from pathlib import Path
+from database.cli.lint import cli_lint_source
+from database.lint.gate import lint_gate
+from database.migrator import orchestration, postgres
+from database.migrator.events import ignore_events
+local = orchestration.load_migrations(Path(sys.argv[2]))
+for migration in local:
+    migration.parsed  # the apply parses every pending file before its gate
+connection = postgres.connect(postgres.ConnectSettings(conninfo=sys.argv[1], total_timeout_seconds=10), ignore_events)
+started = time.perf_counter()
+lint_gate(cli_lint_source, 100_000)(connection, local, ignore_events)
+print(json.dumps(time.perf_counter() - started))
+connection.close()
+"""
+
+
+def gate_seconds(python: str, uri: str, directory: Path) -> float:
+    """The lint gate over every migration of `directory`, pending on the empty database `uri`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run([python, "-P", "-c", GATE, uri, str(directory)],
+                              capture_output=True, text=True, env=env, check=False)
+    if finished.returncode != 0:
+        raise CommandFailed(f"the gate measurement failed: {(finished.stderr.strip().splitlines() or ['?'])[-1]}")
+    return float(json.loads(finished.stdout))
+
+
 def noop_breakdown(python: str, uri: str, directory: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     finished = subprocess.run([python, "-P", "-c", BREAKDOWN, uri, str(directory)],
@@ -495,6 +532,7 @@ class Measurements:
     samples: list[Sample] = field(default_factory=list)
     breakdowns: list[dict[str, float]] = field(default_factory=list)
     breakdown_error: str | None = None
+    gate: list[float] = field(default_factory=list)  # seconds, one per repetition
 
     def of(self, phase: str, tool: str) -> list[Sample]:
         return [s for s in self.samples if s.phase == phase and s.tool == tool]
@@ -538,6 +576,14 @@ def run(args: argparse.Namespace, server: Server, corpus: Corpus, python: str) -
                 record(timed("apply", tool, rep, psql_cmd(uri, *options), logs / f"apply-{tool}-{rep}.log", env))
                 verify(uri, corpus, tracked=False, what=f"{tool} apply, rep {rep}")
                 admin.drop(f"{tool}_{rep}")
+            measured.gate.append(gate_seconds(python, admin.fresh_database(f"gate_{rep}"), corpus.directory))
+            admin.drop(f"gate_{rep}")
+            squawk = [str(Path(python).with_name("squawk")), "--config", str(SQUAWK_CONFIG), "--reporter", "json",
+                      "--assume-in-transaction", *(str(path) for path in sorted(corpus.directory.glob("*.sql")))]
+            lint_pair = [("lint", "ours", [str(RUNNER), "--lint", "--migrations-dir", str(corpus.directory)]),
+                         ("lint", "squawk", squawk)]
+            for phase, tool, command in lint_pair if rep % 2 else lint_pair[::-1]:
+                record(timed(phase, tool, rep, command, logs / f"{phase}-{tool}-{rep}.log", ok_codes=(0, 1)))
             ours_uri = server.uri(ours_db)
             admin.connection.execute("CHECKPOINT")
             if rep == 1:
@@ -605,10 +651,12 @@ def report(
         ("noop", "floor"): "psql -c 'select 1' (floor)",
         ("status", "ours"): "ours: run-migrations.sh --status",
         ("status", "floor"): "psql -c 'select 1' (floor)",
+        ("lint", "ours"): "ours: run-migrations.sh --lint (no database)",
+        ("lint", "squawk"): "squawk alone, the same files",
         ("python", "pass"): "python -P -c pass",
         ("python", "psycopg"): "python -P -c 'import psycopg'",
     }
-    baselines = {"apply": "psql", "noop": "floor", "status": "floor"}
+    baselines = {"apply": "psql", "noop": "floor", "status": "floor", "lint": "squawk"}
     summary: dict[str, dict[str, float]] = {}
     for (phase, tool), label in labels.items():
         samples = measured.of(phase, tool)
@@ -649,6 +697,11 @@ def report(
     async_ratio = summary["apply/ours"]["wall_median"] / summary["apply/session-async"]["wall_median"]
     noop = summary["noop/ours"]["wall_median"]
     status = summary["status/ours"]["wall_median"]
+    gate = median(measured.gate)
+    gate_share = gate / summary["apply/ours"]["wall_median"]
+    print()
+    print(f"Lint gate over {n} pending migrations, in process: {gate * 1000:.0f} ms median "
+          f"({', '.join(f'{g * 1000:.0f}' for g in measured.gate)} ms), {gate_share:.1%} of the runner's apply")
     targets = [
         (f"apply within {APPLY_RATIO_TARGET:g}x of psql --single-transaction", f"{apply_ratio:.2f}x",
          apply_ratio <= APPLY_RATIO_TARGET),
@@ -658,6 +711,7 @@ def report(
          async_ratio <= SESSION_RATIO_TARGET),
         (f"no-op re-run under {QUICK_TARGET_SECONDS} s", f"{noop:.3f} s", noop < QUICK_TARGET_SECONDS),
         (f"--status under {QUICK_TARGET_SECONDS} s", f"{status:.3f} s", status < QUICK_TARGET_SECONDS),
+        (f"lint gate under {GATE_SHARE_TARGET:.0%} of the apply", f"{gate_share:.1%}", gate_share < GATE_SHARE_TARGET),
     ]
     print()
     print(f"Targets (median wall time{'' if n == 1000 else f'; the issue states them for N = 1000, this is N = {n}'}):")
@@ -667,6 +721,7 @@ def report(
         "summary": summary,
         "noop_breakdown_seconds": breakdown,
         "noop_breakdown_samples": measured.breakdowns,
+        "gate_seconds": measured.gate,
         "targets": [{"target": t, "value": v, "met": m} for t, v, m in targets],
     }
 

@@ -10,25 +10,25 @@ squawk's own comment syntax: ``-- squawk-ignore RULE[, RULE]`` before a statemen
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from database.migrator.errors import MigrationError
 from database.postgres_version import POSTGRES_VERSION
 
-from .findings import FileFinding, FileLint
+from .findings import LOCKING_RULES, REQUIRED_FIELD_RULE, FileFinding, FileLint
 
 if TYPE_CHECKING:
     from database.migrator.orchestration import LocalMigration
+    from database.migrator.parsing import Statement
 
 SQUAWK_CONFIG = Path(__file__).with_name("squawk.toml")
 INSERT_RULE = "insert-without-on-conflict"
@@ -36,22 +36,13 @@ _INSERT_MESSAGE = (
     "INSERT without ON CONFLICT fails on a database that already has the row (one restored, seeded by hand, "
     "or a re-run); add ON CONFLICT DO NOTHING, or DO UPDATE"
 )
+_INSERT_START = re.compile(r"(?:WITH\b.*\b)?INSERT\b", re.IGNORECASE | re.DOTALL)
 _IGNORE = re.compile(r"--\s*squawk-ignore(?P<file>-file)?\b[ \t]*(?P<rules>[^\n]*)")
-_COMMENT_OR_SPACE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _SIMPLE_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
 class LintError(MigrationError):
     """The linter itself could not run (squawk missing or failing); not a finding."""
-
-
-@dataclass
-class _Statement:
-    start_line: int  # of its first token
-    end_line: int
-    acknowledges: set[str] = field(default_factory=set)  # rules its leading comments acknowledge; "*": all
-    table: str | None = None
-    index: str | None = None
 
 
 def lint_migrations(migrations: list[LocalMigration], shown: Callable[[Path], str]) -> list[FileLint]:
@@ -73,13 +64,17 @@ def _run_squawk(migrations: list[LocalMigration]) -> dict[str, list[dict[str, An
                 continue
             folder = Path(scratch) / ("transaction" if in_transaction else "no-transaction")
             folder.mkdir()
+            paths = []
             for migration in group:
-                neutral = migration.text.replace("squawk-ignore", "squawk_ignore")
-                (folder / migration.file.path.name).write_text(neutral, encoding="utf-8")
+                if "squawk-ignore" not in migration.text:
+                    paths.append(str(migration.file.path))
+                    continue
+                neutral = folder / migration.file.path.name
+                neutral.write_text(migration.text.replace("squawk-ignore", "squawk_ignore"), encoding="utf-8")
+                paths.append(str(neutral))
             command = [
                 _squawk(), "--config", str(SQUAWK_CONFIG), "--pg-version", POSTGRES_VERSION, "--reporter", "json",
-                "--assume-in-transaction" if in_transaction else "--no-assume-in-transaction",
-                *(str(folder / m.file.path.name) for m in group),
+                "--assume-in-transaction" if in_transaction else "--no-assume-in-transaction", *paths,
             ]  # fmt: skip
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode not in (0, 1):
@@ -105,113 +100,101 @@ def _squawk() -> str:
 
 
 def _file_lint(migration: LocalMigration, shown: str, raw: list[dict[str, Any]]) -> FileLint:
-    from pglast import ast, parse_sql
-    from pglast.parser import ParseError
+    """One file's findings: squawk's, located on the runner's own statements (the tables they touch
+    read by PostgreSQL's parser), a syntax check by that parser, and the INSERT rule."""
+    from pglast.parser import ParseError, split
 
     text = migration.text
-    lines = _LineIndex(text)
+    statements = migration.parsed.statements
     findings: list[FileFinding] = []
-    statements: list[_Statement] = []
-    creates: list[str] = []
     try:
-        parsed = parse_sql(text)
+        split(text, with_parser=True)  # PostgreSQL's own parser: the judge of syntax
     except ParseError as error:
         at = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else 0
-        findings.append(FileFinding(lines.line_of(at), "syntax-error", f"{error.args[0]} (PostgreSQL's parser)", False))
-        parsed = ()
-    for raw_statement in parsed:
-        start = raw_statement.stmt_location
-        end = start + raw_statement.stmt_len if raw_statement.stmt_len else len(text)
-        first_token = _COMMENT_OR_SPACE.match(text, start).end()  # type: ignore[union-attr]
-        statement = _Statement(lines.line_of(first_token), lines.line_of(max(first_token, end - 1)))
-        statement.acknowledges = _rules_in(text[start:first_token], whole_file=False)
-        node = raw_statement.stmt
-        match node:
-            case ast.IndexStmt() | ast.AlterTableStmt():
-                statement.table = _name(node.relation)
-            case ast.ReindexStmt() if node.relation is not None:
-                if node.kind == _reindex_index():  # REINDEX INDEX: the relation is the index
-                    statement.index = _name(node.relation)
-                else:
-                    statement.table = _name(node.relation)
-            case ast.DropStmt() if node.removeType == _object_index():
-                statement.index = _dotted([part.sval for part in node.objects[0]])
-            case ast.CreateStmt():
-                creates.append(_name(node.relation))
-            case ast.CreateTableAsStmt():
-                creates.append(_name(node.into.rel))
-            case ast.InsertStmt() if node.onConflictClause is None:
-                findings.append(FileFinding(statement.start_line, INSERT_RULE, _INSERT_MESSAGE, False))
-        statements.append(statement)
+        line = text.count("\n", 0, at) + 1
+        findings.append(FileFinding(line, "syntax-error", f"{error.args[0]} (PostgreSQL's parser)", False))
+        statements = ()  # nothing more can be read from it
+    for statement in statements:
+        if _INSERT_START.match(statement.sql):
+            insert = _tree(statement.sql).get("InsertStmt")
+            if insert is not None and "onConflictClause" not in insert:
+                findings.append(FileFinding(statement.line, INSERT_RULE, _INSERT_MESSAGE, False))
     for item in raw:
         if item["rule_name"] == "syntax-error":
-            continue  # PostgreSQL's own parser (above) is the judge of syntax
+            continue  # PostgreSQL's parser (above) decides
         line = int(item["line"]) + 1
         message = item["message"] + (f" {item['help']}" if item.get("help") else "")
+        table = index = None
         located = _statement_at(statements, line)
-        findings.append(
-            FileFinding(
-                line=line,
-                rule=item["rule_name"],
-                message=message,
-                acknowledged=False,
-                table=located.table if located else None,
-                index=located.index if located else None,
-            )
-        )
-    whole_file = _rules_in(text, whole_file=True)
+        if located is not None and (item["rule_name"] in LOCKING_RULES or item["rule_name"] == REQUIRED_FIELD_RULE):
+            table, index = _target(_tree(located.sql))
+        findings.append(FileFinding(line, item["rule_name"], message, False, table, index))
+    whole_file, before_statement = _acknowledgements(text)
     marked = []
     for finding in findings:
         located = _statement_at(statements, finding.line)
-        acknowledged_by = whole_file | (located.acknowledges if located else set())
+        acknowledged_by = set(whole_file)
+        for comment_line, rules in before_statement:
+            if located is not None and _statement_after(statements, comment_line) is located:
+                acknowledged_by |= rules
         acknowledged = "*" in acknowledged_by or finding.rule in acknowledged_by
         marked.append(replace(finding, acknowledged=acknowledged))
     marked.sort(key=lambda finding: (finding.line, finding.rule))
-    return FileLint(migration.version, shown, migration.digest, tuple(marked), tuple(creates))
+    return FileLint(migration.version, shown, migration.digest, tuple(marked))
 
 
-def _rules_in(text: str, *, whole_file: bool) -> set[str]:
-    """Rules the ignore comments in `text` name (file-wide ones, or statement ones)."""
-    rules: set[str] = set()
+def _tree(sql: str) -> dict[str, Any]:
+    """One statement as PostgreSQL's parser reads it (pglast's JSON: no Python object per node)."""
+    from pglast.parser import parse_sql_json
+
+    parsed: dict[str, Any] = json.loads(parse_sql_json(sql))["stmts"][0]["stmt"]
+    return parsed
+
+
+def _target(tree: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(table, index) a statement locks, as written; the index only where the table is named by it."""
+    (kind, node), = tree.items()
+    if kind in ("IndexStmt", "AlterTableStmt") or (kind == "ReindexStmt" and node["kind"] != "REINDEX_OBJECT_INDEX"):
+        return _name(node["relation"]), None
+    if kind == "ReindexStmt":
+        return None, _name(node["relation"])
+    if kind == "DropStmt" and node.get("removeType") == "OBJECT_INDEX":
+        return None, _dotted([item["String"]["sval"] for item in node["objects"][0]["List"]["items"]])
+    return None, None
+
+
+def _acknowledgements(text: str) -> tuple[set[str], list[tuple[int, set[str]]]]:
+    """squawk's ignore comments: the rules for the whole file, and (line, rules) of the ones that
+    cover the statement after them. No rule named: every rule ("*")."""
+    whole_file: set[str] = set()
+    before_statement: list[tuple[int, set[str]]] = []
     for match in _IGNORE.finditer(text):
-        if bool(match["file"]) is not whole_file:
-            continue
-        named = {rule for rule in re.split(r"[\s,]+", match["rules"].strip()) if rule}
-        rules |= named or {"*"}
-    return rules
+        rules = {rule for rule in re.split(r"[\s,]+", match["rules"].strip()) if rule} or {"*"}
+        if match["file"]:
+            whole_file |= rules
+        else:
+            before_statement.append((text.count("\n", 0, match.start()) + 1, rules))
+    return whole_file, before_statement
 
 
-def _statement_at(statements: list[_Statement], line: int) -> _Statement | None:
+def _statement_at(statements: Sequence[Statement], line: int) -> Statement | None:
+    """The statement a finding on `line` belongs to: the last one starting on or before it."""
+    found = None
     for statement in statements:
-        if statement.start_line <= line <= statement.end_line:
-            return statement
-    return None
+        if statement.line > line:
+            break
+        found = statement
+    return found
 
 
-def _object_index() -> object:
-    from pglast.enums import ObjectType
-
-    return ObjectType.OBJECT_INDEX
+def _statement_after(statements: Sequence[Statement], line: int) -> Statement | None:
+    return next((statement for statement in statements if statement.line > line), None)
 
 
-def _reindex_index() -> object:
-    from pglast.enums import ReindexObjectType
-
-    return ReindexObjectType.REINDEX_OBJECT_INDEX
-
-
-def _name(relation: Any) -> str:
-    return _dotted([part for part in (relation.schemaname, relation.relname) if part])
+def _name(relation: dict[str, Any]) -> str:
+    return _dotted([part for part in (relation.get("schemaname"), relation["relname"]) if part])
 
 
 def _dotted(parts: list[str]) -> str:
     """A name to_regclass reads back as written: parts quoted where SQL needs it."""
     return ".".join(part if _SIMPLE_NAME.fullmatch(part) else '"' + part.replace('"', '""') + '"' for part in parts)
-
-
-class _LineIndex:
-    def __init__(self, text: str) -> None:
-        self.starts = [0] + [match.end() for match in re.finditer("\n", text)]
-
-    def line_of(self, offset: int) -> int:
-        return bisect.bisect_right(self.starts, offset)

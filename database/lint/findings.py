@@ -65,7 +65,6 @@ class FileLint:
     file: str  # as shown to people: relative to the project (or the asset)
     digest: str  # the file's digest (parsing.file_digest): a report is used only for the file it read
     findings: tuple[FileFinding, ...]
-    creates: tuple[str, ...] = ()  # tables the file creates, as written
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +76,6 @@ class FileLint:
             file=data["file"],
             digest=data["digest"],
             findings=tuple(FileFinding(**finding) for finding in data["findings"]),
-            creates=tuple(data.get("creates", ())),
         )
 
 

@@ -89,9 +89,7 @@ def judge(files: list[FileLint], facts: dict[str, TableFacts] | None, error_rows
     """Severity for every finding of `files` (in the order they would run). `facts` None: no
     database to ask, so only what fails whatever the data is an error."""
     judged: list[Finding] = []
-    created: set[str] = set()
     for lint in files:
-        created.update(_plain(name) for name in lint.creates)
         for found in lint.findings:
             severity: str = "warning"
             message = found.message
@@ -112,10 +110,8 @@ def judge(files: list[FileLint], facts: dict[str, TableFacts] | None, error_rows
                         severity = "error"
                     elif found.rule != REQUIRED_FIELD_RULE:
                         message += f" (a warning below {error_rows:,} rows)"
-                elif written is not None and _plain(written) in created:
-                    message = template.format(table=f"{shown} (created by a pending migration)")
-                else:
-                    message = template.format(table=f"{shown} (not in the database)")
+                else:  # created by a pending migration, or misspelled: it will fail either way
+                    message = template.format(table=f"{shown} (not in the database yet)")
             judged.append(
                 Finding(
                     file=lint.file,
@@ -134,11 +130,6 @@ def judge(files: list[FileLint], facts: dict[str, TableFacts] | None, error_rows
 
 def _template(rule: str) -> str | None:
     return REQUIRED_FIELD_MESSAGE if rule == REQUIRED_FIELD_RULE else LOCKING_RULES.get(rule)
-
-
-def _plain(name: str) -> str:
-    """A table name as a pending migration and a later one may both write it."""
-    return name.removeprefix("public.")
 
 
 def describe_size(table: TableFacts) -> str:

@@ -91,7 +91,7 @@ def test_lint_of_a_deployed_environment_from_a_laptop(
     document = json.loads(run_cli(laptop, "--lint", "--json", "--environment", "testing").stdout)
 
     assert shown.returncode == 1, shown.stderr
-    assert "database/migrations/002_orders_x.sql:2 require-concurrent-index-creation error" in shown.stdout, shown.stderr
+    assert "database/migrations/002_orders_x.sql:2 require-concurrent-index-creation error" in shown.stdout
     assert "CREATE INDEX on public.orders (500 rows, " in shown.stdout
     assert document["ok"] is False and document["environment"] == "testing"
     [finding] = document["findings"]

@@ -219,7 +219,7 @@ def test_environment_variables_carry_no_credentials(synth: Synth, env: str) -> N
     template = synth.json[env]
     migration = migration_of(template)
     assert migration.function(migration.runner_id)["Environment"] == {
-        "Variables": {"ENVIRONMENT_NAME": env, "SCHEMA_DRIFT": "report"}
+        "Variables": {"ENVIRONMENT_NAME": env, "SCHEMA_DRIFT": "report", "LINT_ERROR_ROWS": "100000"}
     }
     assert migration.function(migration.deploy_id)["Environment"] == {
         "Variables": {
@@ -549,6 +549,7 @@ def test_endpoint_lets_the_runner_read_the_secret_itself(endpoint_synth: Synth, 
     assert migration.function(migration.runner_id)["Environment"]["Variables"] == {
         "ENVIRONMENT_NAME": env,
         "SCHEMA_DRIFT": "report",
+        "LINT_ERROR_ROWS": "100000",
         "DATABASE_SECRET_ARN": secret_ref(template),
         **location(template),
     }
@@ -619,6 +620,18 @@ def test_schema_drift_setting_reaches_the_runner(tmp_path: Path) -> None:
     )
     migration = migration_of(dict(Template.from_stack(DatabaseStack(app, settings)).to_json()))
     assert migration.function(migration.runner_id)["Environment"]["Variables"]["SCHEMA_DRIFT"] == "fail"
+
+
+def test_lint_error_rows_per_environment_reaches_the_runner(tmp_path: Path) -> None:
+    testing, production = apply_context({"lint_error_rows.production": "20000"})
+    assert testing.migration.lint_error_rows == 100_000 and production.migration.lint_error_rows == 20_000
+    with pytest.raises(ContextError, match=r"'lint_error_rows'='many': expected a whole number of rows"):
+        apply_context({"lint_error_rows": "many"})
+    with pytest.raises(SettingsError, match=r"lint_error_rows=-1: must be 0 or more"):
+        MigrationSettings(lint_error_rows=-1)
+    app = App(context=cdk_json_context(), outdir=str(tmp_path))
+    migration = migration_of(dict(Template.from_stack(DatabaseStack(app, production)).to_json()))
+    assert migration.function(migration.runner_id)["Environment"]["Variables"]["LINT_ERROR_ROWS"] == "20000"
 
 
 def test_custom_timeout_and_memory_reach_the_template(tmp_path: Path) -> None:

@@ -131,11 +131,6 @@ def test_a_finding_names_its_line_and_the_table_as_written(tmp_path: Path) -> No
     assert by_rule["require-concurrent-index-deletion"].line == 6
 
 
-def test_the_tables_a_file_creates_are_recorded(tmp_path: Path) -> None:
-    lint = lint_body(tmp_path, "CREATE TABLE IF NOT EXISTS a (id bigint);\nCREATE TABLE b AS SELECT 1 AS one;\n")
-    assert lint.creates == ("a", "b")
-
-
 def test_squawk_ignore_before_a_statement_acknowledges_that_statement_only(tmp_path: Path) -> None:
     lint = lint_body(
         tmp_path,
