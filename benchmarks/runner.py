@@ -58,9 +58,8 @@ from typing import Any
 
 import psycopg
 
-from database.lint.engine import SQUAWK_CONFIG
-
 ROOT = Path(__file__).resolve().parents[1]
+SQUAWK_CONFIG = ROOT / "database" / "lint" / "squawk.toml"  # what database/lint/engine.py runs squawk with
 RUNNER = ROOT / "scripts" / "run-migrations.sh"
 SEED = 20261125
 

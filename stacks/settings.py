@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from database.access import APPLICATION_ROLE, READONLY_ROLE
+from database.lint import DEFAULT_ERROR_ROWS
 from database.postgres_version import POSTGRES_MAJOR_VERSION, POSTGRES_VERSION
 
 # Re-exported: the stacks' settings name their engine and the logins' default names.
@@ -202,7 +203,7 @@ class MigrationSettings:
     schema_drift: SchemaDriftPolicy = SchemaDriftPolicy.REPORT
     # The lint gate before every apply: a locking or rewriting statement on a table with at least this
     # many estimated rows is an error that stops the deploy (unless acknowledged), below it a warning.
-    lint_error_rows: int = 100_000
+    lint_error_rows: int = DEFAULT_ERROR_ROWS
 
     def __post_init__(self) -> None:
         if self.lint_error_rows < 0:

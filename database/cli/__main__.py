@@ -28,7 +28,7 @@ from database.cli.environments import (
     shown,
 )
 from database.cli.render import HumanRenderer, JsonCollector, RunLog, json_document
-from database.lint.severity import DEFAULT_ERROR_ROWS
+from database.lint import DEFAULT_ERROR_ROWS
 from database.migrator.errors import InvalidMigrationError, MigrationError, RunInterruptedError
 from database.migrator.events import Connected, Event
 from database.migrator.orchestration import name_versions

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from database.cli.environments import shown
-from database.lint.gate import LintRefusedError
 from database.migrator.errors import MigrationError, MigrationFailedError
 from database.migrator.events import (
     Applied,
@@ -307,6 +306,8 @@ def json_document(
         }
         if isinstance(error, MigrationFailedError):
             details.update(version=error.version, path=shown(error.path), line=error.line, sqlstate=error.sqlstate)
+        from database.lint.gate import LintRefusedError
+
         if isinstance(error, LintRefusedError):
             details["findings"] = [finding.to_dict() for finding in error.findings]
         document["error"] = details

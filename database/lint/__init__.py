@@ -5,3 +5,6 @@
   severity  findings + the target's table sizes -> errors and warnings (one catalog query)
   gate      the pre-apply check that refuses an apply while an unacknowledged error stands
 """
+
+# A locking or rewriting statement on a table with at least this many estimated rows is an error.
+DEFAULT_ERROR_ROWS = 100_000

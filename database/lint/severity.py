@@ -13,8 +13,6 @@ from .findings import ALWAYS_ERRORS, LOCKING_RULES, REQUIRED_FIELD_MESSAGE, REQU
 if TYPE_CHECKING:
     import psycopg
 
-DEFAULT_ERROR_ROWS = 100_000
-
 # One query for every table the findings touch. A name may be an index (DROP INDEX, REINDEX): its
 # table is judged. reltuples is the planner's estimate; a table never analyzed (-1) is counted, up to
 # the threshold. Whether a table has any row at all is read directly (one row at most).

@@ -53,6 +53,7 @@ from typing import Any, Protocol
 from psycopg.conninfo import make_conninfo
 
 from database.cli.render import HumanRenderer
+from database.lint import DEFAULT_ERROR_ROWS
 from database.lint.gate import lint_gate, lint_pending, shipped_report
 from database.migrator.errors import MigrationError, MigrationFailedError
 from database.migrator.events import Applied, Applying, Connected, Event, Notice, Planned, SchemaDrift, ignore_events
@@ -199,7 +200,7 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
 
 def _lint_error_rows() -> int:
     """LINT_ERROR_ROWS, set by the stack: from this many estimated rows a locking statement is an error."""
-    value = os.environ.get("LINT_ERROR_ROWS", "100000")
+    value = os.environ.get("LINT_ERROR_ROWS", str(DEFAULT_ERROR_ROWS))
     if not value.isdigit():
         raise RequestError(f"LINT_ERROR_ROWS={value!r}: expected a whole number of rows")
     return int(value)
