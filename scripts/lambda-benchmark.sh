@@ -3,7 +3,7 @@
 # init of both functions with the Lambda runtime's CPython, beside baselines from the same run.
 #   scripts/lambda-benchmark.sh                    7 repetitions
 #   scripts/lambda-benchmark.sh --reps 3 --json /tmp/lambda.json
-# Results and how to read them: README.md, "Deploy-time asset".
+# Results and how to read them: docs/performance.md, "Deploy-time asset".
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/setup.sh" all >&2

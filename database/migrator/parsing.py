@@ -337,7 +337,8 @@ def _check_statement(path: Path, statement: Statement, in_transaction: bool) -> 
         raise InvalidMigrationError(
             f"{path}:{statement.line}: {word} is not allowed in a migration: the runner wraps each file "
             f"in its own transaction. Remove the {word} statements (or, for statements that cannot run "
-            f"in a transaction, add '{NO_TRANSACTION_MARKER}' as the first line)."
+            f"in a transaction, add '{NO_TRANSACTION_MARKER}' to the file's header comments, before its "
+            "first statement)."
         )
     if _CLIENT_COPY.match(statement.sql):
         raise InvalidMigrationError(
@@ -348,7 +349,7 @@ def _check_statement(path: Path, statement: Statement, in_transaction: bool) -> 
         first_words = " ".join(statement.sql.split()[:4])
         raise InvalidMigrationError(
             f"{path}:{statement.line}: '{first_words} ...' cannot run inside a transaction. Put it in a "
-            f"migration of its own whose first line is '{NO_TRANSACTION_MARKER}' (its statements then "
+            f"migration of its own with '{NO_TRANSACTION_MARKER}' in its header comments (its statements then "
             "run one by one without a transaction, so write them to be safe to re-run, e.g. "
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS)."
         )

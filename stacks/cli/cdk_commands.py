@@ -177,7 +177,8 @@ def destroy(settings: EnvironmentSettings, context: list[str], force: bool) -> i
     if settings.deletion_protection:
         print(
             "destroy: this stack has termination and deletion protection: first deploy with "
-            "deletion_protection=False in stacks/settings.py and turn termination protection off (README)"
+            "deletion_protection=False in stacks/settings.py and turn termination protection off "
+            "(docs/deploy-time-migrations.md, Destroying)"
         )
     confirm = ["--force"] if force or not sys.stdin.isatty() else []
     status, _ = run_cdk(["destroy", settings.stack_name, *confirm, "--no-notices", *context])

@@ -49,8 +49,8 @@ def aws_jobs(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
+def doc_section(title: str, page: str = "README.md") -> str:
+    text = (ROOT / page).read_text()
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else len(text)]
@@ -152,9 +152,9 @@ def test_pull_requests_run_tests_synth_lint_migration_checks_and_diff() -> None:
 
 
 def test_the_workflows_run_the_scripts_the_readme_documents() -> None:
-    """Every script a workflow runs is shown in the README's "Deploy by pushing" with the same name,
+    """Every script a workflow runs is shown in docs/ci.md's "Deploy by pushing" with the same name,
     and the README's test command is the one CI runs."""
-    section = readme_section("Deploy by pushing")
+    section = doc_section("Deploy by pushing", "docs/ci.md")
     ran = set()
     for path in WORKFLOWS:
         for _, _, step in steps(load(path)):
@@ -167,6 +167,6 @@ def test_the_workflows_run_the_scripts_the_readme_documents() -> None:
         "./scripts/deploy.sh",
     }
     for script in ran:
-        assert f"`{script}" in section, f"README 'Deploy by pushing' does not show {script}"
-    quick_start = readme_section("Quick start")
+        assert f"`{script}" in section, f"docs/ci.md 'Deploy by pushing' does not show {script}"
+    quick_start = doc_section("Quick start")
     assert "./scripts/test.sh\n" in quick_start
