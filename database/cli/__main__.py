@@ -66,6 +66,12 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _positive(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number, 1 or more")
+    return int(value)
+
+
 def _count(value: str) -> int:
     if not value.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number, 0 or more")
@@ -117,6 +123,12 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                       help="lint the migrations (squawk's rules, database/lint/squawk.toml): without a database every "
                       "file; with --environment/--db-uri the pending ones, judged by that database's table sizes. "
                       "Writes nothing. Exit 1 while an unacknowledged error stands")
+    undo = parser.add_mutually_exclusive_group()
+    undo.add_argument("--rollback", metavar="N", type=_positive,
+                      help="undo the newest N applied migrations with their NNN_description.down.sql files, newest "
+                      "first (with --dry-run: the plan only). Local and --db-uri databases: deploys are forward-only")
+    undo.add_argument("--rollback-to", metavar="VERSION", type=_text,
+                      help="undo every migration applied after VERSION (VERSION stays), as --rollback does")
     parser.add_argument("--json", action="store_true", help="print one machine-readable JSON document")
     parser.add_argument(
         "--migrations-dir", metavar="DIR", type=_text, default=None,
@@ -142,6 +154,18 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="keep retrying the connection this long (default 10 for this machine: loopback "
                         "or a Unix socket; 90 otherwise); 0: one attempt")
     arguments = parser.parse_args(argv)
+    undoing = "--rollback" if arguments.rollback is not None else "--rollback-to" if arguments.rollback_to else None
+    if undoing:
+        given = (("--status", arguments.status), ("--new", arguments.new is not None), ("--lint", arguments.lint),
+                 ("--dump-schema", arguments.dump_schema is not None))
+        others = [flag for flag, value in given if value]
+        if others:
+            raise UsageError(f"{undoing} cannot be combined with {', '.join(others)} (--dry-run shows its plan)")
+        if arguments.environment in DEPLOYED_ENVIRONMENTS and arguments.db_uri is None:
+            raise UsageError(
+                f"{undoing} --environment {arguments.environment}: deploys are forward-only and never roll back. "
+                "Undo a change with a new migration (scripts/run-migrations.sh --new \"undo ...\"), then deploy it"
+            )
     if arguments.new is not None:
         ignored = [flag for flag, value in (("--db-uri", arguments.db_uri), ("--environment", arguments.environment),
                                             ("--accept-drift", arguments.accept_drift)) if value]
@@ -153,7 +177,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 def _mode_of(argv: list[str]) -> str:
     """The mode the command line asks for, read before parsing so that even a parse error is
     reported in the right JSON document."""
-    for flag, mode in (("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new"),
+    for flag, mode in (("--rollback", "rollback"), ("--rollback-to", "rollback"),
+                       ("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new"),
                        ("--dump-schema", "dump-schema"), ("--lint", "lint")):
         if any(argument == flag or argument.startswith(f"{flag}=") for argument in argv):
             return mode
@@ -268,6 +293,8 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         renderer.log.record(event)
         sink(event)
 
+    if mode == "rollback":
+        return run_rollback(arguments, settings, renderer, collector, emit)
     if mode == "lint":
         from database.migrator.redaction import redact_conninfo
 
@@ -305,6 +332,38 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         if mode == "dry-run":
             renderer.dry_run(status)
     return exit_code
+
+
+def run_rollback(
+    arguments: argparse.Namespace,
+    settings: RunnerSettings,
+    renderer: HumanRenderer,
+    collector: JsonCollector,
+    emit: Callable[[Event], None],
+) -> int:
+    """--rollback N / --rollback-to VERSION, or their plan with --dry-run."""
+    from database.migrator.orchestration import rollback
+
+    renderer.start("apply")
+    result = rollback(settings, emit, count=arguments.rollback, to=arguments.rollback_to, dry_run=arguments.dry_run)
+    snapshot, warning = None, None
+    if arguments.environment == "local" and result.reverted:
+        snapshot, warning = _refresh_local_snapshot(settings.connect.conninfo, settings.migrations_dir, True)
+    if warning:
+        renderer.log.warnings.append(warning)
+    if arguments.json:
+        print(json_document("rollback", collector, rollback=result, dry_run=arguments.dry_run,
+                            schema_snapshot=snapshot))
+        return 0
+    if arguments.dry_run:
+        renderer.rollback_plan(result)
+    else:
+        renderer.rolled_back(result)
+    if snapshot:
+        renderer.announce(f"📸 Schema snapshot updated: {shown(snapshot)}")
+    if warning:
+        renderer.announce(f"⚠️  {warning}")
+    return 0
 
 
 def run_lint_files(arguments: argparse.Namespace, collector: JsonCollector) -> int:

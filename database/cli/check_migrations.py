@@ -76,8 +76,9 @@ def _migrations_at(repo: Path, revision: str, directory: str) -> dict[str, str]:
 
 
 def _is_migration(path: str, directory: str) -> bool:
-    """A .sql file directly in the migrations directory (the runner ignores subdirectories)."""
-    return path.rpartition("/")[0] == directory and path.lower().endswith(".sql")
+    """A .sql file directly in the migrations directory (the runner ignores subdirectories); an
+    undo file (NNN_description.down.sql) is not one: it never runs forward, and may be edited."""
+    return path.rpartition("/")[0] == directory and path.lower().endswith(".sql") and not path.endswith(".down.sql")
 
 
 def _number(path: str) -> int | None:

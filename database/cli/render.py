@@ -19,6 +19,8 @@ from database.migrator.events import (
     LockRetry,
     Notice,
     Planned,
+    Reverted,
+    Reverting,
     SchemaDrift,
     ServerMessage,
     TrackingTableReady,
@@ -26,7 +28,7 @@ from database.migrator.events import (
 )
 
 if TYPE_CHECKING:
-    from database.migrator.orchestration import ApplyResult, Status
+    from database.migrator.orchestration import ApplyResult, RollbackResult, Status
 
 _APPLIED_SHOWN_WHEN_APPLYING = 10
 _SCHEMA_DRIFT_TITLE = "❌ Schema changed outside migrations since the last apply (drift):"
@@ -104,6 +106,11 @@ class HumanRenderer:
                 self._print(f"📝 Applying: {version}{suffix}")
             case Applied(version, milliseconds):
                 self._print(f"✅ Applied: {version} ({milliseconds} ms)")
+            case Reverting(version, in_transaction):
+                suffix = "" if in_transaction else " (no transaction)"
+                self._print(f"⏪ Rolling back: {version}{suffix}")
+            case Reverted(version, milliseconds):
+                self._print(f"✅ Rolled back: {version} ({milliseconds} ms)")
             case Connecting(target):
                 self.connecting_since = time.monotonic()
                 self._print(f"🔍 Testing database connection... ({target})")
@@ -201,6 +208,23 @@ class HumanRenderer:
         else:
             self._print("🎉 Database is up to date: nothing to apply")
 
+    def rollback_plan(self, result: RollbackResult) -> None:
+        """--rollback --dry-run: what would be undone, newest first; nothing ran."""
+        if not result.plan:
+            self._print("🎉 Nothing to roll back")
+            return
+        self._print("⏪ Would roll back, newest first (nothing was changed):")
+        for step in result.plan:
+            what = f"{len(step.parsed.statements)} statement(s)" if step.parsed.statements else "no-op undo"
+            mode = "" if step.in_transaction else ", no transaction"
+            self._print(f"  • {step.version} with {shown(str(step.down))} ({what}{mode})")
+
+    def rolled_back(self, result: RollbackResult) -> None:
+        if result.reverted:
+            self._print(f"🎉 Rolled back {len(result.reverted)} migration{'s' if len(result.reverted) != 1 else ''}")
+        else:
+            self._print("🎉 Nothing to roll back")
+
     def error(self, error: MigrationError) -> None:
         print(f"❌ {shown(str(error))}", file=self.err, flush=True)
 
@@ -251,6 +275,8 @@ def json_document(
     function: str | None = None,
     schema_snapshot: str | None = None,
     findings: list[dict[str, Any]] | None = None,
+    rollback: RollbackResult | None = None,
+    dry_run: bool = False,
 ) -> str:
     """One JSON object describing the run; `ok` is false exactly when the exit status is not 0.
     A deployed environment's status also names the environment and the function that read it."""
@@ -298,6 +324,14 @@ def json_document(
         document["schema_snapshot"] = shown(schema_snapshot) if schema_snapshot else None
     if findings is not None:
         document["findings"] = findings
+    if rollback is not None:
+        document["dry_run"] = dry_run
+        document["rollback"] = [
+            {"version": step.version, "down": shown(str(step.down)), "in_transaction": step.in_transaction,
+             "statements": len(step.parsed.statements)}
+            for step in rollback.plan
+        ]
+        document["rolled_back"] = [{"version": r.version, "execution_ms": r.milliseconds} for r in rollback.reverted]
     if applied is not None:
         document["applied_now"] = [{"version": a.version, "execution_ms": a.milliseconds} for a in applied]
     if error is not None:

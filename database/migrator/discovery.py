@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import InvalidMigrationError
 
+DOWN_SUFFIX = ".down.sql"
 # NNN_description.sql: any number of digits (001, 0001, 20261125093000), then a description.
 _NAME = re.compile(r"^(?P<number>[0-9]+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_.-]*)\.sql$")
 
@@ -21,6 +22,7 @@ class MigrationFile:
     number: int
     version: str
     path: Path
+    down: Path | None = None  # NNN_description.down.sql: its undo, never applied forward
 
 
 def discover(directory: Path) -> list[MigrationFile]:
@@ -35,8 +37,9 @@ def discover(directory: Path) -> list[MigrationFile]:
 def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
     """The well-named migrations ordered by numeric prefix, and a line per problem found.
 
-    Every `*.sql` file must be a well-named migration and numbers must be unique; other files
-    (a README, say) and dotfiles are ignored. Nothing about a bad directory is guessed at.
+    Every `*.sql` file must be a well-named migration, or the undo of one (`NNN_description.down.sql`
+    beside `NNN_description.sql`), and numbers must be unique; other files (a README, say) and
+    dotfiles are ignored. Nothing about a bad directory is guessed at.
     """
     try:
         # Names as strings (os.scandir, not Path.iterdir): a thousand Path comparisons cost more
@@ -48,6 +51,7 @@ def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
     by_number: dict[int, MigrationFile] = {}
     clashes: list[MigrationFile] = []
     problems: list[str] = []
+    downs: dict[str, Path] = {}
     for name, is_file in found:
         if not name.lower().endswith(".sql") or name.startswith("."):
             continue
@@ -62,12 +66,20 @@ def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
         if not is_file:
             problems.append(f"{path}: not a regular file")
             continue
+        if name.endswith(DOWN_SUFFIX):
+            downs[name[: -len(DOWN_SUFFIX)]] = path
+            continue
         migration = MigrationFile(int(match["number"]), name[: -len(".sql")], path)
         if migration.number in by_number:
             clashes.append(migration)
             continue
         by_number[migration.number] = migration
     problems.extend(_duplicate_problems(by_number, clashes))
+    for number, migration in by_number.items():
+        if (down := downs.pop(migration.version, None)) is not None:
+            by_number[number] = MigrationFile(migration.number, migration.version, migration.path, down)
+    for version, path in sorted(downs.items()):
+        problems.append(f"{path}: an undo file without its migration {version}.sql")
     return [by_number[number] for number in sorted(by_number)], problems
 
 

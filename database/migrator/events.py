@@ -104,6 +104,22 @@ class LockRetry:
 
 
 @dataclass(frozen=True)
+class Reverting:
+    """A rollback starts running a migration's undo file."""
+
+    version: str
+    in_transaction: bool
+
+
+@dataclass(frozen=True)
+class Reverted:
+    """A migration's undo ran and its tracking row is gone."""
+
+    version: str
+    milliseconds: int
+
+
+@dataclass(frozen=True)
 class Notice:
     message: str
 
@@ -134,6 +150,8 @@ Event = (
     | Applying
     | Applied
     | LockRetry
+    | Reverting
+    | Reverted
     | Notice
     | ServerMessage
     | SchemaDrift

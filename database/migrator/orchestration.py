@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .discovery import MigrationFile, scan
 from .errors import DriftError, InvalidMigrationError, MigrationError, OutOfTimeError, RunInterruptedError
-from .events import Applied, Applying, EventSink, Notice, Planned
+from .events import Applied, Applying, EventSink, Notice, Planned, Reverted, Reverting
 from .lockwait import Backoff
 from .parsing import ParsedMigration, file_digest, has_statements, parse_migration, read_migration
 
@@ -115,6 +115,25 @@ class Status:
     invalid_indexes: list[str] = field(default_factory=list)  # left by failed concurrent builds
     schema_drift: list[str] = field(default_factory=list)  # schema changes made outside migrations
     schema_recorded_at: datetime | None = None  # when an apply last recorded the schema (None: never)
+
+
+@dataclass(frozen=True)
+class RollbackStep:
+    """One migration a rollback undoes, with its undo file read and checked."""
+
+    version: str
+    down: Path
+    parsed: ParsedMigration  # no statements: a deliberate no-op undo
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.parsed.in_transaction
+
+
+@dataclass
+class RollbackResult:
+    plan: list[RollbackStep]  # newest first
+    reverted: list[Reverted] = field(default_factory=list)
 
 
 @dataclass
@@ -256,6 +275,85 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
             postgres.flush_commits(connection, _last_applied(result))
             schema_state.record(connection, settings.applied_by)
     return result
+
+
+def rollback(
+    settings: RunnerSettings, emit: EventSink, *, count: int | None = None, to: str | None = None,
+    dry_run: bool = False,
+) -> RollbackResult:
+    """Undo the newest `count` applied migrations, or every one applied after version `to` (which
+    stays), newest first, each undo in its own transaction with the deletion of its tracking row,
+    under the runner lock. Every undo file is read and checked before anything runs; with
+    `dry_run`, only that. Afterwards the schema is recorded, so that drift checks stay quiet."""
+    from . import lockwait, postgres, schema_state
+
+    local = load_migrations(settings.migrations_dir)
+    by_version = {migration.version: migration for migration in local}
+    with database_session(settings, emit) as connection, postgres.runner_lock(connection, _lock_wait(settings), emit):
+        rows = postgres.applied_rows(connection) if postgres.tracking_table_exists(connection) else {}
+        newest_first = sorted(rows, key=lambda version: (_number_of(version), version), reverse=True)
+        if count is not None:
+            if count > len(newest_first):
+                are = "s are" if len(newest_first) != 1 else " is"
+                raise InvalidMigrationError(
+                    f"--rollback {count}: only {len(newest_first)} migration{are} applied; nothing was undone"
+                )
+            targets = newest_first[:count]
+        else:
+            if to not in rows and to not in by_version:
+                raise InvalidMigrationError(f"--rollback-to {to}: no migration has that version; nothing was undone")
+            targets = [version for version in newest_first if _number_of(version) > _number_of(str(to))]
+        result = RollbackResult([_undo_step(version, by_version.get(version), settings.migrations_dir)
+                                 for version in targets])
+        if dry_run or not result.plan:
+            return result
+        postgres.defer_commit_flush(connection)
+        try:
+            with lockwait.lock_retries(
+                connection, settings.connect.conninfo, settings.lock_retries, settings.lock_backoff, None, emit
+            ) as locks:
+                for step in result.plan:
+                    emit(Reverting(step.version, step.in_transaction))
+                    try:
+                        elapsed = postgres.revert_migration(
+                            connection, version=step.version, path=str(step.down), down=step.parsed, locks=locks,
+                            emit=emit,
+                        )
+                    except KeyboardInterrupt:
+                        raise RunInterruptedError(f"interrupted: the undo of {step.version} was rolled back "
+                                                  "(a no-transaction undo keeps the statements it finished)") from None
+                    event = Reverted(step.version, elapsed)
+                    result.reverted.append(event)
+                    emit(event)
+        finally:
+            with suppress(Exception):  # a failure is the news
+                postgres.flush_commits(connection, None)
+                if result.reverted:
+                    schema_state.record(connection, settings.applied_by)
+    return result
+
+
+def _undo_step(version: str, migration: LocalMigration | None, directory: Path) -> RollbackStep:
+    """The checked undo of an applied migration, or why it cannot be undone."""
+    if migration is None:
+        raise InvalidMigrationError(
+            f"{version} cannot be undone: its file is not in {directory} (nor its undo); nothing was undone"
+        )
+    down = migration.file.down
+    if down is None:
+        raise InvalidMigrationError(
+            f"{version} cannot be undone: no {version}.down.sql beside {migration.file.path}; write one (only "
+            "comments: a deliberate no-op undo) or roll back fewer migrations. Nothing was undone"
+        )
+    raw, text = read_migration(down)
+    if not has_statements(down, text):
+        return RollbackStep(version, down, ParsedMigration((), True, file_digest(raw)))
+    return RollbackStep(version, down, parse_migration(down, text))
+
+
+def _number_of(version: str) -> int:
+    prefix = version.split("_", 1)[0]
+    return int(prefix) if prefix.isdigit() else -1
 
 
 def _apply_pending(

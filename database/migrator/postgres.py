@@ -384,7 +384,8 @@ def apply_migration(
     connection.add_notice_handler(forward)
     try:
         if migration.in_transaction:
-            attempt = partial(_apply_in_transaction, connection, version, path, migration, digest, applied_by, budget)
+            row = _row_sql(version, migration.checksum, digest, applied_by)
+            attempt = partial(_apply_in_transaction, connection, version, path, migration, row, budget)
             return locks.run(attempt, version)
         return _apply_without_transaction(
             connection, version, path, migration, digest, applied_by, emit, budget, locks
@@ -409,11 +410,11 @@ def _apply_in_transaction(
     version: str,
     path: str,
     migration: ParsedMigration,
-    digest: str,
-    applied_by: str,
+    row: str,
     budget: TimeBudget | None,
 ) -> int:
-    """BEGIN, the file's statements, the tracking row and COMMIT in one simple-protocol query.
+    """BEGIN, the file's statements, the tracking row's change (`row`, returning one value) and
+    COMMIT in one simple-protocol query.
 
     The server runs the statements one by one as psql would (statement_timeout applies to
     each) and stops at the first error; the results that came back before it say which
@@ -422,8 +423,7 @@ def _apply_in_transaction(
     """
     cap = budget.statement_cap_sql(connection) if budget is not None else ""
     body = f"{_END_OF_STATEMENT}{cap}".join([statement.sql for statement in migration.statements])
-    row = _row_sql(version, migration.checksum, digest, applied_by)
-    query = f"{_BEGIN}{cap}{body}{_END_OF_STATEMENT}{row};\nCOMMIT"
+    query = f"{_BEGIN}{cap}{body}{_END_OF_STATEMENT if body else ''}{row};\nCOMMIT"
     try:
         with connection.lock:
             connection.pgconn.send_query(query.encode("utf-8"))
@@ -475,6 +475,68 @@ def _roll_back(connection: psycopg.Connection[tuple[object, ...]]) -> None:
         return
     if connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
         connection.execute("ROLLBACK")
+
+
+def revert_migration(
+    connection: psycopg.Connection[tuple[object, ...]],
+    *,
+    version: str,
+    path: str,
+    down: ParsedMigration,
+    locks: LockRetries,
+    emit: EventSink = ignore_events,
+) -> int:
+    """Run a migration's undo file and delete its tracking row; return the duration in ms. In a
+    transaction (the default) both commit together or not at all; a no-transaction undo runs
+    statement by statement and the row goes when all succeeded."""
+
+    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
+        emit(ServerMessage(version, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
+
+    delete = f"DELETE FROM {TRACKING_TABLE} WHERE version = {_literal(version)} RETURNING 0"
+    started = time.perf_counter()
+    connection.add_notice_handler(forward)
+    try:
+        _run_undo(connection, version, path, down, delete, locks)
+    except MigrationFailedError as error:
+        raise _undo_failure(error, version, down) from None
+    finally:
+        connection.remove_notice_handler(forward)
+    return _elapsed_ms(started)
+
+
+def _run_undo(
+    connection: psycopg.Connection[tuple[object, ...]],
+    version: str,
+    path: str,
+    down: ParsedMigration,
+    delete: str,
+    locks: LockRetries,
+) -> None:
+    """The undo's statements and the deletion of the tracking row."""
+    if down.in_transaction:
+        locks.run(partial(_apply_in_transaction, connection, version, path, down, delete, None), version)
+        return
+    invalid_before = set(invalid_indexes(connection))
+    with connection.cursor() as cursor:
+        for index in range(len(down.statements)):
+            attempt = partial(_execute_statement, connection, cursor, version, path, down, index, invalid_before, None)
+            locks.run(attempt, version)
+    connection.execute(delete)
+
+
+def _undo_failure(error: MigrationFailedError, version: str, down: ParsedMigration) -> MigrationFailedError:
+    """The apply's failure message, told as an undo: what stays, and that nothing older ran."""
+    what = str(error).split(f"\n  {version} ", 1)[0]
+    what = what.replace(f": {version} failed:", f": the undo of {version} failed:", 1)
+    if down.in_transaction:
+        what += f"\n  The undo was rolled back completely: {version} stays applied and nothing older was undone."
+    else:
+        what += (
+            f"\n  The undo runs without a transaction: the statements before the failing one stay done, and {version}"
+            " stays applied. Fix the undo file (safe to re-run) and roll back again."
+        )
+    return MigrationFailedError(what, version=error.version, path=error.path, line=error.line, sqlstate=error.sqlstate)
 
 
 def _apply_without_transaction(

@@ -242,3 +242,9 @@ def test_a_syntax_error_in_an_added_migration_fails_on_its_line(repo: Path) -> N
     completed = run_script(repo)
     assert completed.returncode == 1
     assert f"check-migrations: {MIGRATIONS}/003_broken.sql:2: syntax-error: syntax error at or near" in completed.stderr
+
+
+def test_an_undo_file_is_not_a_migration_and_may_be_added_or_edited(repo: Path) -> None:
+    commit(repo, {"002_profile.down.sql": "ALTER TABLE users DROP COLUMN bio;\n"}, "undo for an applied migration")
+    result = check(repo, "main", directory=MIGRATIONS)
+    assert result.problems == [] and result.added == []
