@@ -119,6 +119,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--dump-schema", metavar="FILE", nargs="?", const="", type=str,
                       help="write the database's schema snapshot (pg_dump --schema-only, normalized) to FILE, "
                       "- for stdout; default database/schema.sql. An apply to --environment local rewrites it")
+    mode.add_argument("--baseline", metavar="VERSION", type=_text,
+                      help="adopt a database whose schema exists without this runner's tracking (restored, made by "
+                      "hand or by the old setup scripts): record every migration up to VERSION as applied without "
+                      "running it, marked baselined")
     mode.add_argument("--lint", action="store_true",
                       help="lint the migrations (squawk's rules, database/lint/squawk.toml): without a database every "
                       "file; with --environment/--db-uri the pending ones, judged by that database's table sizes. "
@@ -155,6 +159,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         "or a Unix socket; 90 otherwise); 0: one attempt")
     arguments = parser.parse_args(argv)
     undoing = "--rollback" if arguments.rollback is not None else "--rollback-to" if arguments.rollback_to else None
+    if arguments.baseline and arguments.environment in DEPLOYED_ENVIRONMENTS and arguments.db_uri is None:
+        raise UsageError(
+            f"--baseline --environment {arguments.environment}: a deployed database changes only through a deploy; "
+            "baseline it with --db-uri from a machine inside its VPC"
+        )
     if undoing:
         given = (("--status", arguments.status), ("--new", arguments.new is not None), ("--lint", arguments.lint),
                  ("--dump-schema", arguments.dump_schema is not None))
@@ -179,7 +188,7 @@ def _mode_of(argv: list[str]) -> str:
     reported in the right JSON document."""
     for flag, mode in (("--rollback", "rollback"), ("--rollback-to", "rollback"),
                        ("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new"),
-                       ("--dump-schema", "dump-schema"), ("--lint", "lint")):
+                       ("--dump-schema", "dump-schema"), ("--lint", "lint"), ("--baseline", "baseline")):
         if any(argument == flag or argument.startswith(f"{flag}=") for argument in argv):
             return mode
     return "apply"
@@ -295,6 +304,8 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
 
     if mode == "rollback":
         return run_rollback(arguments, settings, renderer, collector, emit)
+    if mode == "baseline":
+        return run_baseline(arguments, settings, renderer, collector, emit)
     if mode == "lint":
         from database.migrator.redaction import redact_conninfo
 
@@ -332,6 +343,28 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         if mode == "dry-run":
             renderer.dry_run(status)
     return exit_code
+
+
+def run_baseline(
+    arguments: argparse.Namespace,
+    settings: RunnerSettings,
+    renderer: HumanRenderer,
+    collector: JsonCollector,
+    emit: Callable[[Event], None],
+) -> int:
+    """--baseline VERSION: the migrations up to VERSION recorded as applied, without running."""
+    from database.migrator.orchestration import baseline
+
+    renderer.start("apply")
+    adopted = baseline(settings, emit, arguments.baseline)
+    if arguments.json:
+        print(json_document("baseline", collector, baselined=adopted))
+    elif adopted:
+        renderer.announce(f"📌 Baselined {name_versions(adopted)}: recorded as applied, not run. "
+                          "Later migrations apply as usual")
+    else:
+        renderer.announce(f"📌 Nothing to baseline: every migration up to {arguments.baseline} is already recorded")
+    return 0
 
 
 def run_rollback(

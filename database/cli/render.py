@@ -162,6 +162,8 @@ class HumanRenderer:
                     details.append(f"{applied.applied_at:%Y-%m-%d %H:%M:%S %Z}".strip())
                 if applied.execution_ms is not None:
                     details.append(f"{applied.execution_ms} ms")
+                if applied.baselined:
+                    details.append("baselined: recorded, never run")
                 if applied.applied_by:
                     details.append(f"by {applied.applied_by}")
                 suffix = f" ({', '.join(details)})" if details else ""
@@ -277,6 +279,7 @@ def json_document(
     findings: list[dict[str, Any]] | None = None,
     rollback: RollbackResult | None = None,
     dry_run: bool = False,
+    baselined: list[str] | None = None,
 ) -> str:
     """One JSON object describing the run; `ok` is false exactly when the exit status is not 0.
     A deployed environment's status also names the environment and the function that read it."""
@@ -299,6 +302,7 @@ def json_document(
                     "applied_at": item.applied_at.isoformat() if item.applied_at else None,
                     "execution_ms": item.execution_ms,
                     "applied_by": item.applied_by,
+                    "baselined": item.baselined,
                 }
                 for item in status.applied
             ],
@@ -324,6 +328,8 @@ def json_document(
         document["schema_snapshot"] = shown(schema_snapshot) if schema_snapshot else None
     if findings is not None:
         document["findings"] = findings
+    if baselined is not None:
+        document["baselined"] = baselined
     if rollback is not None:
         document["dry_run"] = dry_run
         document["rollback"] = [

@@ -84,12 +84,20 @@ class LocalMigration:
         return parse_migration(self.file.path, self.text)
 
 
+# applied_by of a migration recorded by --baseline: adopted as applied, never run.
+BASELINE_PREFIX = "baseline:"
+
+
 @dataclass(frozen=True)
 class AppliedMigration:
     version: str
     applied_at: datetime | None
     execution_ms: int | None
     applied_by: str | None
+
+    @property
+    def baselined(self) -> bool:
+        return bool(self.applied_by and self.applied_by.startswith(BASELINE_PREFIX))
 
 
 @dataclass(frozen=True)
@@ -331,6 +339,41 @@ def rollback(
                 if result.reverted:
                     schema_state.record(connection, settings.applied_by)
     return result
+
+
+def baseline(settings: RunnerSettings, emit: EventSink, version: str) -> list[str]:
+    """Adopt a database whose schema exists without our tracking (restored from a dump, made by
+    hand or by the old setup scripts): record every migration up to `version` that has no row as
+    applied without running it, marked baselined; returns those versions. Refused when `version`
+    is no migration file, or when the database already has tracking rows past it. The schema as
+    adopted becomes the reference for drift checks."""
+    from . import postgres, schema_state
+
+    local = load_migrations(settings.migrations_dir)
+    by_version = {migration.version: migration for migration in local}
+    if version not in by_version:
+        raise InvalidMigrationError(
+            f"--baseline {version}: no migration in {settings.migrations_dir} has that version; nothing was recorded"
+        )
+    number = by_version[version].file.number
+    with database_session(settings, emit) as connection, postgres.runner_lock(connection, _lock_wait(settings), emit):
+        rows = postgres.applied_rows(connection) if postgres.tracking_table_exists(connection) else {}
+        later = sorted((v for v in rows if _number_of(v) > number), key=_number_of)
+        if later:
+            raise InvalidMigrationError(
+                f"--baseline {version}: the database already has migrations after it ({name_versions(later)}); "
+                "a baseline adopts a database whose recorded history ends before it. Nothing was recorded"
+            )
+        postgres.ensure_tracking_table(connection, emit)
+        adopted = [m for m in local if m.file.number <= number and m.version not in rows]
+        with connection.transaction():
+            for migration in adopted:
+                postgres.record_baseline(
+                    connection, migration.version, migration.parsed.checksum, migration.digest,
+                    f"{BASELINE_PREFIX}{settings.applied_by}",
+                )
+        schema_state.record(connection, settings.applied_by)
+    return [migration.version for migration in adopted]
 
 
 def _undo_step(version: str, migration: LocalMigration | None, directory: Path) -> RollbackStep:

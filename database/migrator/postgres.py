@@ -356,6 +356,17 @@ def record_checksum(
     )
 
 
+def record_baseline(
+    connection: psycopg.Connection[tuple[object, ...]], version: str, checksum: str, digest: str, applied_by: str
+) -> None:
+    """A tracking row for a migration adopted as applied without running (no duration: it never ran)."""
+    connection.execute(
+        f"INSERT INTO {TRACKING_TABLE} (version, checksum, file_digest, applied_at, execution_ms, applied_by) "
+        "VALUES (%s, %s, %s, now(), NULL, %s) ON CONFLICT (version) DO NOTHING",
+        (version, checksum, digest, applied_by),
+    )
+
+
 def apply_migration(
     connection: psycopg.Connection[tuple[object, ...]],
     *,

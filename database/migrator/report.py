@@ -26,6 +26,7 @@ def status_to_dict(status: Status, root: Path | None = None) -> dict[str, Any]:
                 "applied_at": item.applied_at.isoformat() if item.applied_at else None,
                 "execution_ms": item.execution_ms,
                 "applied_by": item.applied_by,
+                "baselined": item.baselined,
             }
             for item in status.applied
         ],
