@@ -319,12 +319,14 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
             from database.cli.environments import ensure_local_roles, local_roles_summary
 
             ensure_local_roles(target.conninfo)
-            snapshot, snapshot_warning = _refresh_local_snapshot(target.conninfo, migrations_dir, bool(result.applied))
+            snapshot, snapshot_warning = _refresh_local_snapshot(
+                target.conninfo, migrations_dir, bool(result.applied or result.repeated)
+            )
         if snapshot_warning:
             renderer.log.warnings.append(snapshot_warning)
         if arguments.json:
             print(json_document(mode, collector, status=result.status, applied=result.applied,
-                                schema_snapshot=snapshot))
+                                repeated=result.repeated, schema_snapshot=snapshot))
         else:
             renderer.finished(result)
             if snapshot:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from database.cli.throwaway_db import ServerStartError, throwaway_server
+from database.migrator.discovery import REPEATABLE
 
 if TYPE_CHECKING:
     from database.cli.snapshot import Snapshot
@@ -77,8 +78,13 @@ def _migrations_at(repo: Path, revision: str, directory: str) -> dict[str, str]:
 
 def _is_migration(path: str, directory: str) -> bool:
     """A .sql file directly in the migrations directory (the runner ignores subdirectories); an
-    undo file (NNN_description.down.sql) is not one: it never runs forward, and may be edited."""
-    return path.rpartition("/")[0] == directory and path.lower().endswith(".sql") and not path.endswith(".down.sql")
+    undo file (NNN_description.down.sql) is not one: it never runs forward, and may be edited; nor
+    is a repeatable one (R__description.sql), which is meant to be edited."""
+    name = path.rpartition("/")[2]
+    return (
+        path.rpartition("/")[0] == directory and name.lower().endswith(".sql") and not name.endswith(".down.sql")
+        and not REPEATABLE.match(name)
+    )
 
 
 def _number(path: str) -> int | None:

@@ -19,6 +19,8 @@ from database.migrator.events import (
     LockRetry,
     Notice,
     Planned,
+    Repeated,
+    Repeating,
     Reverted,
     Reverting,
     SchemaDrift,
@@ -106,6 +108,10 @@ class HumanRenderer:
                 self._print(f"📝 Applying: {version}{suffix}")
             case Applied(version, milliseconds):
                 self._print(f"✅ Applied: {version} ({milliseconds} ms)")
+            case Repeating(name):
+                self._print(f"🔁 Applying repeatable: {name}")
+            case Repeated(name, milliseconds):
+                self._print(f"✅ Applied: {name} ({milliseconds} ms)")
             case Reverting(version, in_transaction):
                 suffix = "" if in_transaction else " (no transaction)"
                 self._print(f"⏪ Rolling back: {version}{suffix}")
@@ -168,6 +174,9 @@ class HumanRenderer:
                     details.append(f"by {applied.applied_by}")
                 suffix = f" ({', '.join(details)})" if details else ""
                 lines.append(f"  • {applied.version}{suffix}")
+        if status.repeatable_pending:
+            lines.append("🔁 Repeatable migrations to apply (new or changed):")
+            lines += [f"  • {name}" for name in status.repeatable_pending]
         if status.pending:
             lines.append("⏳ Pending Migrations:")
             for pending in status.pending:
@@ -200,12 +209,15 @@ class HumanRenderer:
             for pending in status.pending:
                 mode = "one transaction" if pending.in_transaction else "no transaction"
                 self._print(f"  • {pending.version}: {pending.statements} statement(s), {mode}")
+        if status.repeatable_pending:
+            self._print(f"🔍 Dry run: then {len(status.repeatable_pending)} repeatable migration(s), in name order: "
+                        f"{', '.join(status.repeatable_pending)}")
         if status.problems:
             self._print("🔍 Dry run: an apply would refuse to start until the unusable files above are fixed")
         self._print("🔍 Dry run: nothing was changed")
 
     def finished(self, result: ApplyResult) -> None:
-        if result.applied:
+        if result.applied or result.repeated:
             self._print("🎉 All migrations applied successfully!")
         else:
             self._print("🎉 Database is up to date: nothing to apply")
@@ -271,6 +283,7 @@ def json_document(
     *,
     status: Status | None = None,
     applied: list[Applied] | None = None,
+    repeated: list[Repeated] | None = None,
     error: MigrationError | None = None,
     exit_code: int = 0,
     environment: str | None = None,
@@ -322,6 +335,7 @@ def json_document(
             invalid_indexes=status.invalid_indexes,
             problems=[shown(problem) for problem in status.problems],
             schema_drift=status.schema_drift or collector.schema_drift,
+            repeatable_pending=status.repeatable_pending,
             schema_recorded_at=status.schema_recorded_at.isoformat() if status.schema_recorded_at else None,
         )
     if schema_snapshot is not None or mode in ("apply", "dump-schema"):
@@ -340,6 +354,8 @@ def json_document(
         document["rolled_back"] = [{"version": r.version, "execution_ms": r.milliseconds} for r in rollback.reverted]
     if applied is not None:
         document["applied_now"] = [{"version": a.version, "execution_ms": a.milliseconds} for a in applied]
+    if repeated is not None:
+        document["repeated_now"] = [{"name": r.name, "execution_ms": r.milliseconds} for r in repeated]
     if error is not None:
         details: dict[str, Any] = {
             "type": type(error).__name__, "message": shown(str(error)), "exit_code": error.exit_code,

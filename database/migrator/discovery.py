@@ -11,6 +11,9 @@ from pathlib import Path
 from .errors import InvalidMigrationError
 
 DOWN_SUFFIX = ".down.sql"
+# R__description.sql (Flyway's convention): views, functions, triggers, grants kept as source, applied
+# after the numbered migrations, in name order, again whenever their SQL changes.
+REPEATABLE = re.compile(r"^R__[A-Za-z0-9][A-Za-z0-9_.-]*\.sql$")
 # NNN_description.sql: any number of digits (001, 0001, 20261125093000), then a description.
 _NAME = re.compile(r"^(?P<number>[0-9]+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_.-]*)\.sql$")
 
@@ -53,7 +56,7 @@ def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
     problems: list[str] = []
     downs: dict[str, Path] = {}
     for name, is_file in found:
-        if not name.lower().endswith(".sql") or name.startswith("."):
+        if not name.lower().endswith(".sql") or name.startswith(".") or REPEATABLE.match(name):
             continue
         path = directory / name
         match = _NAME.match(name)
@@ -81,6 +84,12 @@ def scan(directory: Path) -> tuple[list[MigrationFile], list[str]]:
     for version, path in sorted(downs.items()):
         problems.append(f"{path}: an undo file without its migration {version}.sql")
     return [by_number[number] for number in sorted(by_number)], problems
+
+
+def repeatable_files(directory: Path) -> list[Path]:
+    """The directory's R__description.sql files, in name order (the order they run in)."""
+    with os.scandir(directory) as entries:
+        return sorted(directory / entry.name for entry in entries if REPEATABLE.match(entry.name) and entry.is_file())
 
 
 def _duplicate_problems(by_number: dict[int, MigrationFile], clashes: list[MigrationFile]) -> list[str]:

@@ -104,6 +104,19 @@ class LockRetry:
 
 
 @dataclass(frozen=True)
+class Repeating:
+    """A repeatable migration (R__*.sql), new or changed, starts."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Repeated:
+    name: str
+    milliseconds: int
+
+
+@dataclass(frozen=True)
 class Reverting:
     """A rollback starts running a migration's undo file."""
 
@@ -152,6 +165,8 @@ Event = (
     | LockRetry
     | Reverting
     | Reverted
+    | Repeating
+    | Repeated
     | Notice
     | ServerMessage
     | SchemaDrift

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .orchestration import load_migrations
+from .orchestration import load_migrations, load_repeatables
 
 # How many of the newest files the manifest lists by name. A template holds at most 1 MB, a
 # history can hold thousands of files: the window keeps the properties small, and the digest
@@ -34,7 +34,7 @@ def build_manifest(directory: Path, window: int = RECENT_WINDOW) -> Manifest:
     """Describe every migration in ``directory``; raises InvalidMigrationError as a run would."""
     migrations = load_migrations(directory)
     whole = hashlib.sha256()
-    for migration in migrations:
+    for migration in [*migrations, *load_repeatables(directory)]:  # a changed R__ file changes it too
         whole.update(f"{migration.version}\0{migration.digest}\n".encode())
     newest = migrations[-window:] if window > 0 else []
     return Manifest(

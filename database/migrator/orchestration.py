@@ -12,9 +12,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .discovery import MigrationFile, scan
+from .discovery import MigrationFile, repeatable_files, scan
 from .errors import DriftError, InvalidMigrationError, MigrationError, OutOfTimeError, RunInterruptedError
-from .events import Applied, Applying, EventSink, Notice, Planned, Reverted, Reverting
+from .events import Applied, Applying, EventSink, Notice, Planned, Repeated, Repeating, Reverted, Reverting
 from .lockwait import Backoff
 from .parsing import ParsedMigration, file_digest, has_statements, parse_migration, read_migration
 
@@ -123,6 +123,7 @@ class Status:
     invalid_indexes: list[str] = field(default_factory=list)  # left by failed concurrent builds
     schema_drift: list[str] = field(default_factory=list)  # schema changes made outside migrations
     schema_recorded_at: datetime | None = None  # when an apply last recorded the schema (None: never)
+    repeatable_pending: list[str] = field(default_factory=list)  # R__*.sql new or changed since applied
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class RollbackResult:
 class ApplyResult:
     status: Status  # before applying
     applied: list[Applied] = field(default_factory=list)
+    repeated: list[Repeated] = field(default_factory=list)
 
 
 def load_migrations(directory: Path) -> list[LocalMigration]:
@@ -157,6 +159,29 @@ def load_migrations(directory: Path) -> list[LocalMigration]:
     if problems:
         raise InvalidMigrationError("\n".join(problems))
     return migrations
+
+
+def load_repeatables(directory: Path) -> list[LocalMigration]:
+    """The R__*.sql files, read and parsed (each is checked by its checksum on every run); a file
+    that cannot be one (not UTF-8, no statements, -- migrate:no-transaction) is refused naming it."""
+    repeatables = []
+    for path in repeatable_files(directory):
+        raw, text = read_migration(path)
+        if not has_statements(path, text):
+            raise InvalidMigrationError(f"{path}: contains no SQL statements (empty or only comments)")
+        migration = LocalMigration(MigrationFile(-1, path.stem, path), raw, text, file_digest(raw))
+        if not migration.parsed.in_transaction:
+            raise InvalidMigrationError(
+                f"{path}: a repeatable migration runs in one transaction with its record; remove the "
+                "-- migrate:no-transaction marker (build concurrent indexes in a numbered migration)"
+            )
+        repeatables.append(migration)
+    return repeatables
+
+
+def _repeatable_pending(repeatables: list[LocalMigration], applied: dict[str, str]) -> list[LocalMigration]:
+    """New repeatables, and those whose SQL changed since they were applied (comments do not count)."""
+    return [r for r in repeatables if applied.get(r.version) != r.parsed.checksum]
 
 
 def scan_migrations(directory: Path) -> tuple[list[LocalMigration], list[str]]:
@@ -238,7 +263,15 @@ def read_status(settings: RunnerSettings, emit: EventSink) -> Status:
         rows = postgres.applied_rows(connection) if exists else {}
         invalid = postgres.invalid_indexes(connection)
         drift = schema_state.read_drift(connection) if exists else None
+        try:
+            repeatables = [r.version for r in _repeatable_pending(
+                load_repeatables(settings.migrations_dir), postgres.repeatable_checksums(connection)
+            )]
+        except InvalidMigrationError as error:
+            problems.append(str(error))
+            repeatables = []
     status = compute_status(local, rows, tracking_table_exists=exists, problems=problems)
+    status.repeatable_pending = repeatables
     status.invalid_indexes = invalid
     if drift is not None:
         status.schema_drift, status.schema_recorded_at = drift.changes, drift.recorded_at
@@ -252,11 +285,14 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
     from . import lockwait, postgres, schema_state
 
     local = load_migrations(settings.migrations_dir)
+    repeatables = load_repeatables(settings.migrations_dir)
     by_version = {migration.version: migration for migration in local}
     with database_session(settings, emit) as connection, postgres.runner_lock(connection, _lock_wait(settings), emit):
         exists = postgres.tracking_table_exists(connection)
         rows = postgres.applied_rows(connection) if exists else {}
         status = compute_status(local, rows)  # parses every pending file: a bad one stops us here
+        repeat = _repeatable_pending(repeatables, postgres.repeatable_checksums(connection)) if repeatables else []
+        status.repeatable_pending = [r.version for r in repeat]
         if status.pending and settings.pre_apply_check is not None:
             settings.pre_apply_check(connection, [by_version[p.version] for p in status.pending], emit)
         postgres.ensure_tracking_table(connection, emit)
@@ -267,17 +303,18 @@ def apply(settings: RunnerSettings, emit: EventSink) -> ApplyResult:
         budget = None
         if settings.deadline is not None:
             budget = postgres.time_budget(connection, settings.deadline, settings.deadline_margin_seconds)
-        if status.pending:
+        if status.pending or repeat:
             postgres.defer_commit_flush(connection)
             try:
                 with lockwait.lock_retries(
                     connection, settings.connect.conninfo, settings.lock_retries, settings.lock_backoff, budget, emit
                 ) as locks:
                     _apply_pending(connection, status, by_version, settings, budget, locks, result, emit)
+                    _apply_repeatables(connection, repeat, settings, budget, locks, result, emit)
             except BaseException:
                 with suppress(Exception):  # the failure is the news; the WAL writer flushes within a second
                     postgres.flush_commits(connection, _last_applied(result))
-                    if result.applied:
+                    if result.applied or result.repeated:
                         schema_state.record(connection, settings.applied_by)
                 raise
             postgres.flush_commits(connection, _last_applied(result))
@@ -435,6 +472,32 @@ def _apply_pending(
             raise RunInterruptedError(_interrupted_during(pending, result)) from None
         event = Applied(pending.version, elapsed)
         result.applied.append(event)
+        emit(event)
+
+
+def _apply_repeatables(
+    connection: psycopg.Connection[tuple[object, ...]],
+    repeat: list[LocalMigration],
+    settings: RunnerSettings,
+    budget: TimeBudget | None,
+    locks: LockRetries,
+    result: ApplyResult,
+    emit: EventSink,
+) -> None:
+    """After the numbered migrations: the new or changed repeatables, in name order, each in its
+    own transaction with its record."""
+    from . import postgres
+
+    for repeatable in repeat:
+        if budget is not None:
+            _check_time_left(budget, repeatable.version, len(result.applied), len(result.status.pending))
+        emit(Repeating(repeatable.version))
+        elapsed = postgres.apply_repeatable(
+            connection, name=repeatable.version, path=str(repeatable.file.path), migration=repeatable.parsed,
+            applied_by=settings.applied_by, locks=locks, emit=emit, budget=budget,
+        )
+        event = Repeated(repeatable.version, elapsed)
+        result.repeated.append(event)
         emit(event)
 
 

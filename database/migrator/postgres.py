@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .lockwait import LockRetries
 
 TRACKING_TABLE = "schema_migrations"
+# Repeatable migrations (R__*.sql) are tracked apart from the versioned history: name -> checksum.
+REPEATABLE_TABLE = "schema_repeatables"
 # One key for every runner of this project, whatever the caller: pg_advisory_lock(bigint).
 ADVISORY_LOCK_KEY = 7_361_224_905_513_284_721
 APPLICATION_NAME = "database-migrator"
@@ -354,6 +356,47 @@ def record_checksum(
         f"UPDATE {TRACKING_TABLE} SET checksum = %s, file_digest = %s WHERE version = %s",
         (checksum, digest, version),
     )
+
+
+def repeatable_checksums(connection: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
+    """The checksum each repeatable migration was last applied with (none: the table is absent)."""
+    if connection.execute("SELECT to_regclass(%s)", (REPEATABLE_TABLE,)).fetchone() == (None,):
+        return {}
+    rows = connection.execute(f"SELECT name, checksum FROM {REPEATABLE_TABLE}").fetchall()
+    return {str(name): str(checksum) for name, checksum in rows}
+
+
+def apply_repeatable(
+    connection: psycopg.Connection[tuple[object, ...]],
+    *,
+    name: str,
+    path: str,
+    migration: ParsedMigration,
+    applied_by: str,
+    locks: LockRetries,
+    emit: EventSink = ignore_events,
+    budget: TimeBudget | None = None,
+) -> int:
+    """Run a repeatable migration and record its checksum, in one transaction; return ms."""
+
+    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
+        emit(ServerMessage(name, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
+
+    connection.execute(
+        f"CREATE TABLE IF NOT EXISTS {REPEATABLE_TABLE} (name text PRIMARY KEY, checksum text NOT NULL, "
+        "applied_at timestamptz NOT NULL, execution_ms integer, applied_by text)"
+    )
+    row = (
+        f"INSERT INTO {REPEATABLE_TABLE} (name, checksum, applied_at, execution_ms, applied_by) VALUES "
+        f"({_literal(name)}, {_literal(migration.checksum)}, now(), {_SERVER_DURATION}, {_literal(applied_by)})\n"
+        "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at,\n"
+        "    execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by\nRETURNING execution_ms"
+    )
+    connection.add_notice_handler(forward)
+    try:
+        return int(locks.run(partial(_apply_in_transaction, connection, name, path, migration, row, budget), name))
+    finally:
+        connection.remove_notice_handler(forward)
 
 
 def record_baseline(

@@ -47,6 +47,7 @@ def status_to_dict(status: Status, root: Path | None = None) -> dict[str, Any]:
         "problems": [problem.replace(f"{root}/", "") if root else problem for problem in status.problems],
         "invalid_indexes": list(status.invalid_indexes),
         "schema_drift": list(status.schema_drift),
+        "repeatable_pending": list(status.repeatable_pending),
         "schema_recorded_at": status.schema_recorded_at.isoformat() if status.schema_recorded_at else None,
     }
 
@@ -81,6 +82,7 @@ def status_from_dict(document: dict[str, Any]) -> Status:
             problems=[str(problem) for problem in document.get("problems", [])],
             invalid_indexes=[str(index) for index in document.get("invalid_indexes", [])],
             schema_drift=[str(change) for change in document.get("schema_drift", [])],
+            repeatable_pending=[str(name) for name in document.get("repeatable_pending", [])],
             schema_recorded_at=_optional_datetime(document.get("schema_recorded_at")),
         )
     except KeyError as error:

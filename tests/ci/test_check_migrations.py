@@ -248,3 +248,13 @@ def test_an_undo_file_is_not_a_migration_and_may_be_added_or_edited(repo: Path) 
     commit(repo, {"002_profile.down.sql": "ALTER TABLE users DROP COLUMN bio;\n"}, "undo for an applied migration")
     result = check(repo, "main", directory=MIGRATIONS)
     assert result.problems == [] and result.added == []
+
+
+def test_a_repeatable_migration_may_be_added_and_edited(repo: Path) -> None:
+    git(repo, "checkout", "-q", "main")
+    commit(repo, {"R__names.sql": "CREATE OR REPLACE VIEW names AS SELECT 1 AS one;\n"}, "repeatable on main")
+    git(repo, "checkout", "-q", "feature")
+    git(repo, "merge", "-q", "main")
+    commit(repo, {"R__names.sql": "CREATE OR REPLACE VIEW names AS SELECT 2 AS two;\n"}, "edited")
+    result = check(repo, "main", directory=MIGRATIONS)
+    assert result.problems == [] and result.added == []
