@@ -378,10 +378,6 @@ def apply_repeatable(
     budget: TimeBudget | None = None,
 ) -> int:
     """Run a repeatable migration and record its checksum, in one transaction; return ms."""
-
-    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
-        emit(ServerMessage(name, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
-
     connection.execute(
         f"CREATE TABLE IF NOT EXISTS {REPEATABLE_TABLE} (name text PRIMARY KEY, checksum text NOT NULL, "
         "applied_at timestamptz NOT NULL, execution_ms integer, applied_by text)"
@@ -392,9 +388,22 @@ def apply_repeatable(
         "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at,\n"
         "    execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by\nRETURNING execution_ms"
     )
+    with _server_messages(connection, name, emit):
+        return int(locks.run(partial(_apply_in_transaction, connection, name, path, migration, row, budget), name))
+
+
+@contextmanager
+def _server_messages(
+    connection: psycopg.Connection[tuple[object, ...]], version: str, emit: EventSink
+) -> Iterator[None]:
+    """While `version` runs, the NOTICE/WARNING messages the server sends become ServerMessage events."""
+
+    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
+        emit(ServerMessage(version, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
+
     connection.add_notice_handler(forward)
     try:
-        return int(locks.run(partial(_apply_in_transaction, connection, name, path, migration, row, budget), name))
+        yield
     finally:
         connection.remove_notice_handler(forward)
 
@@ -431,19 +440,15 @@ def apply_migration(
     With a time budget, every statement's timeout is capped by the time left. A lock timeout
     runs the migration again (no-transaction: the statement), as `locks` allows.
     """
-
-    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
-        emit(ServerMessage(version, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
-
-    connection.add_notice_handler(forward)
     try:
-        if migration.in_transaction:
-            row = _row_sql(version, migration.checksum, digest, applied_by)
-            attempt = partial(_apply_in_transaction, connection, version, path, migration, row, budget)
-            return locks.run(attempt, version)
-        return _apply_without_transaction(
-            connection, version, path, migration, digest, applied_by, emit, budget, locks
-        )
+        with _server_messages(connection, version, emit):
+            if migration.in_transaction:
+                row = _row_sql(version, migration.checksum, digest, applied_by)
+                attempt = partial(_apply_in_transaction, connection, version, path, migration, row, budget)
+                return locks.run(attempt, version)
+            return _apply_without_transaction(
+                connection, version, path, migration, digest, applied_by, emit, budget, locks
+            )
     except psycopg.OperationalError as error:  # the connection itself broke mid-migration
         if not connection.closed and not connection.broken:
             raise
@@ -455,8 +460,6 @@ def apply_migration(
             line=None,
             sqlstate=None,
         ) from None
-    finally:
-        connection.remove_notice_handler(forward)
 
 
 def _apply_in_transaction(
@@ -543,19 +546,13 @@ def revert_migration(
     """Run a migration's undo file and delete its tracking row; return the duration in ms. In a
     transaction (the default) both commit together or not at all; a no-transaction undo runs
     statement by statement and the row goes when all succeeded."""
-
-    def forward(diagnostic: psycopg.errors.Diagnostic) -> None:
-        emit(ServerMessage(version, diagnostic.severity or "NOTICE", diagnostic.message_primary or ""))
-
     delete = f"DELETE FROM {TRACKING_TABLE} WHERE version = {_literal(version)} RETURNING 0"
     started = time.perf_counter()
-    connection.add_notice_handler(forward)
     try:
-        _run_undo(connection, version, path, down, delete, locks)
+        with _server_messages(connection, version, emit):
+            _run_undo(connection, version, path, down, delete, locks)
     except MigrationFailedError as error:
         raise _undo_failure(error, version, down) from None
-    finally:
-        connection.remove_notice_handler(forward)
     return _elapsed_ms(started)
 
 
