@@ -123,6 +123,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                       help="adopt a database whose schema exists without this runner's tracking (restored, made by "
                       "hand or by the old setup scripts): record every migration up to VERSION as applied without "
                       "running it, marked baselined")
+    mode.add_argument("--rehearse", action="store_true",
+                      help="apply the pending migrations to a copy of the --environment local or --db-uri database "
+                      "(CREATE DATABASE ... TEMPLATE), report durations, locks, rewrites and indexes built against "
+                      "the budgets, and drop the copy. Exit 1 when a budget is exceeded or a migration fails")
     mode.add_argument("--lint", action="store_true",
                       help="lint the migrations (squawk's rules, database/lint/squawk.toml): without a database every "
                       "file; with --environment/--db-uri the pending ones, judged by that database's table sizes. "
@@ -154,11 +158,20 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lint-error-rows", metavar="N", type=_count, default=DEFAULT_ERROR_ROWS,
                         help="a locking or rewriting statement on a table with at least N estimated rows is a lint "
                         f"error, below it a warning (default {DEFAULT_ERROR_ROWS:,}); every apply checks it first")
+    parser.add_argument("--max-lock", metavar="SECONDS", type=_seconds, default=5.0,
+                        help="--rehearse: an ACCESS EXCLUSIVE lock held longer is over budget (default 5)")
+    parser.add_argument("--max-duration", metavar="SECONDS", type=_seconds, default=600.0,
+                        help="--rehearse: a migration running longer is over budget (default 600)")
     parser.add_argument("--connect-timeout", metavar="SECONDS", type=_seconds,
                         help="keep retrying the connection this long (default 10 for this machine: loopback "
                         "or a Unix socket; 90 otherwise); 0: one attempt")
     arguments = parser.parse_args(argv)
     undoing = "--rollback" if arguments.rollback is not None else "--rollback-to" if arguments.rollback_to else None
+    if arguments.rehearse and arguments.environment in DEPLOYED_ENVIRONMENTS and arguments.db_uri is None:
+        raise UsageError(
+            f"--rehearse --environment {arguments.environment}: rehearsing on a clone of a deployed environment is "
+            "not built yet; rehearse on a copy of a local or --db-uri database"
+        )
     if arguments.baseline and arguments.environment in DEPLOYED_ENVIRONMENTS and arguments.db_uri is None:
         raise UsageError(
             f"--baseline --environment {arguments.environment}: a deployed database changes only through a deploy; "
@@ -188,7 +201,8 @@ def _mode_of(argv: list[str]) -> str:
     reported in the right JSON document."""
     for flag, mode in (("--rollback", "rollback"), ("--rollback-to", "rollback"),
                        ("--status", "status"), ("--dry-run", "dry-run"), ("--new", "new"),
-                       ("--dump-schema", "dump-schema"), ("--lint", "lint"), ("--baseline", "baseline")):
+                       ("--dump-schema", "dump-schema"), ("--lint", "lint"), ("--baseline", "baseline"),
+                       ("--rehearse", "rehearse")):
         if any(argument == flag or argument.startswith(f"{flag}=") for argument in argv):
             return mode
     return "apply"
@@ -306,6 +320,8 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         return run_rollback(arguments, settings, renderer, collector, emit)
     if mode == "baseline":
         return run_baseline(arguments, settings, renderer, collector, emit)
+    if mode == "rehearse":
+        return run_rehearsal(arguments, settings, renderer, collector, emit)
     if mode == "lint":
         from database.migrator.redaction import redact_conninfo
 
@@ -345,6 +361,29 @@ def run(arguments: argparse.Namespace, mode: str, renderer: HumanRenderer, colle
         if mode == "dry-run":
             renderer.dry_run(status)
     return exit_code
+
+
+def run_rehearsal(
+    arguments: argparse.Namespace,
+    settings: RunnerSettings,
+    renderer: HumanRenderer,
+    collector: JsonCollector,
+    emit: Callable[[Event], None],
+) -> int:
+    """--rehearse: the pending migrations on a copy, measured against the budgets."""
+    from database.cli.rehearse import print_report, report_fields
+    from database.rehearsal.local import Budgets, rehearse
+
+    budgets = Budgets(max_lock_seconds=arguments.max_lock, max_duration_seconds=arguments.max_duration)
+    renderer.start("apply")
+    rehearsal = rehearse(settings, budgets, arguments.lint_error_rows, emit)
+    code = 0 if rehearsal.within_budgets else 1
+    if arguments.json:
+        print(json_document("rehearse", collector, exit_code=code, error=rehearsal.failure,
+                            rehearsal=report_fields(rehearsal, budgets)))
+    else:
+        print_report(rehearsal, budgets, sys.stdout)
+    return code
 
 
 def run_baseline(

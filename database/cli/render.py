@@ -293,6 +293,7 @@ def json_document(
     rollback: RollbackResult | None = None,
     dry_run: bool = False,
     baselined: list[str] | None = None,
+    rehearsal: dict[str, Any] | None = None,
 ) -> str:
     """One JSON object describing the run; `ok` is false exactly when the exit status is not 0.
     A deployed environment's status also names the environment and the function that read it."""
@@ -342,6 +343,8 @@ def json_document(
         document["schema_snapshot"] = shown(schema_snapshot) if schema_snapshot else None
     if findings is not None:
         document["findings"] = findings
+    if rehearsal is not None:
+        document.update(rehearsal)
     if baselined is not None:
         document["baselined"] = baselined
     if rollback is not None:
