@@ -101,6 +101,12 @@ def test_every_relative_link_and_anchor_resolves(page: Path) -> None:
     assert not broken, f"{page.name}: " + "; ".join(broken)
 
 
+def test_the_readme_links_every_page_of_docs() -> None:
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in links(README)}
+    unlinked = sorted(page.name for page in PAGES[1:] if page.resolve() not in linked)
+    assert not unlinked, f"README.md links no docs/{', docs/'.join(unlinked)}"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_no_page_cites_files_outside_the_repository(page: Path) -> None:
     assert "../shared" not in page.read_text(encoding="utf-8")
