@@ -198,8 +198,8 @@ def resolve_target(environment: str | None, db_uri: str | None) -> Target:
     if environment in DEPLOYED_ENVIRONMENTS:
         raise UsageError(
             f"--environment {environment}: migrations reach the deployed database through a deploy "
-            f"(scripts/deploy.sh {environment}); --status and --dry-run read it through its migration function. "
-            "To apply from a machine inside its VPC, name it with --db-uri"
+            f"(scripts/deploy.sh {environment}); --status, --dry-run and --lint read it through its migration "
+            "function. To apply from a machine inside its VPC, name it with --db-uri"
         )
     if environment is not None:
         known = ", ".join(("local", *DEPLOYED_ENVIRONMENTS))
