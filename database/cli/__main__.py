@@ -377,7 +377,8 @@ def run_rehearsal(
     budgets = Budgets(max_lock_seconds=arguments.max_lock, max_duration_seconds=arguments.max_duration)
     renderer.start("apply")
     rehearsal = rehearse(settings, budgets, arguments.lint_error_rows, emit)
-    code = 0 if rehearsal.within_budgets else 1
+    # A failure exits as it would in an apply (1 failed, 2 bad file, 130 Ctrl-C); over budget: 1.
+    code = rehearsal.failure.exit_code if rehearsal.failure else 0 if rehearsal.within_budgets else 1
     if arguments.json:
         print(json_document("rehearse", collector, exit_code=code, error=rehearsal.failure,
                             rehearsal=report_fields(rehearsal, budgets)))

@@ -6,6 +6,8 @@ is left unchanged (schema and tracking), the copy dropped."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ import pytest
 
 from database.cli.snapshot import dump_schema
 
-from .helpers import apply_dir, run_cli, write_migrations
+from .helpers import RUN_MIGRATIONS, apply_dir, run_cli, write_migrations
+from .test_concurrency import wait_for_query
 
 BASE = {"001_orders.sql": "CREATE TABLE orders (id bigint PRIMARY KEY, x integer);\n"}
 PENDING = {
@@ -97,3 +100,18 @@ def test_a_source_in_use_is_refused_with_what_to_do(source: tuple[str, Path]) ->
     with psycopg.connect(uri):
         result = run_cli("--db-uri", uri, "--migrations-dir", str(directory), "--rehearse")
     assert result.returncode == 3 and "other sessions are connected to it" in result.stderr
+
+
+def test_ctrl_c_drops_the_copy_and_exits_130(source: tuple[str, Path]) -> None:
+    uri, directory = source
+    write_migrations(directory, {"004_slow.sql": "SELECT pg_sleep(30);\n"})
+    rehearsal = subprocess.Popen(
+        [str(RUN_MIGRATIONS), "--db-uri", uri, "--migrations-dir", str(directory), "--rehearse", "--max-lock", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for_query(uri.rsplit("/", 1)[0] + "/postgres", "pg_sleep")
+    rehearsal.send_signal(signal.SIGINT)
+    stdout, _ = rehearsal.communicate(timeout=30)
+    assert rehearsal.returncode == 130
+    assert "interrupted: 004_slow was rolled back" in stdout
+    assert copies(uri) == []
