@@ -371,17 +371,18 @@ def run_rehearsal(
     emit: Callable[[Event], None],
 ) -> int:
     """--rehearse: the pending migrations on a copy, measured against the budgets."""
-    from database.cli.rehearse import print_report, report_fields
-    from database.rehearsal.local import Budgets, rehearse
+    from database.cli.rehearse import exit_code, print_report
+    from database.rehearsal.local import rehearse
+    from database.rehearsal.measure import Budgets
 
     budgets = Budgets(max_lock_seconds=arguments.max_lock, max_duration_seconds=arguments.max_duration)
     renderer.start("apply")
     rehearsal = rehearse(settings, budgets, arguments.lint_error_rows, emit)
-    # A failure exits as it would in an apply (1 failed, 2 bad file, 130 Ctrl-C); over budget: 1.
-    code = rehearsal.failure.exit_code if rehearsal.failure else 0 if rehearsal.within_budgets else 1
+    code = exit_code(rehearsal)
     if arguments.json:
-        print(json_document("rehearse", collector, exit_code=code, error=rehearsal.failure,
-                            rehearsal=report_fields(rehearsal, budgets)))
+        document = rehearsal.document(budgets)
+        del document["failure"]  # the document's own "error" says it
+        print(json_document("rehearse", collector, exit_code=code, error=rehearsal.failure, rehearsal=document))
     else:
         print_report(rehearsal, budgets, sys.stdout)
     return code

@@ -1,16 +1,16 @@
-"""run-migrations.sh --rehearse: the report of a rehearsal on a copy (database/rehearsal), for
-people and for machines."""
+"""run-migrations.sh --rehearse and scripts/rehearse.sh: the report of a rehearsal on a copy
+(database/rehearsal), for people and for machines."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from database.rehearsal.local import Budgets, Rehearsal
+    from database.rehearsal.measure import Budgets, Rehearsal
 
 
 def print_report(rehearsal: Rehearsal, budgets: Budgets, out: TextIO) -> None:
-    print(f"📏 Rehearsal on {rehearsal.copy} (dropped), budgets: ACCESS EXCLUSIVE locks up to "
+    print(f"📏 Rehearsal on {rehearsal.copy}, budgets: ACCESS EXCLUSIVE locks up to "
           f"{budgets.max_lock_seconds:g} s, migrations up to {budgets.max_duration_seconds:g} s", file=out)
     for measure in rehearsal.migrations:
         print(f"  • {measure.version}: {measure.duration_ms} ms", file=out)
@@ -34,12 +34,8 @@ def print_report(rehearsal: Rehearsal, budgets: Budgets, out: TextIO) -> None:
         print("❌ Rehearsal over budget", file=out)
 
 
-def report_fields(rehearsal: Rehearsal, budgets: Budgets) -> dict[str, Any]:
-    """The --json document's rehearsal keys."""
-    return {
-        "copy": rehearsal.copy,
-        "budgets": {"max_lock_seconds": budgets.max_lock_seconds, "max_duration_seconds": budgets.max_duration_seconds},
-        "migrations": [measure.to_dict() for measure in rehearsal.migrations],
-        "findings": [finding.to_dict() for finding in rehearsal.findings],
-        "within_budgets": rehearsal.within_budgets,
-    }
+def exit_code(rehearsal: Rehearsal) -> int:
+    """As an apply would exit on a failure (1 failed, 2 bad file, 130 Ctrl-C); over budget: 1."""
+    if rehearsal.failure is not None:
+        return rehearsal.failure.exit_code
+    return 0 if rehearsal.within_budgets else 1
