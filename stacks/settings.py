@@ -244,6 +244,27 @@ class MigrationSettings:
 
 
 @dataclass(frozen=True)
+class RehearsalSettings:
+    """scripts/rehearse.sh on this environment: the budgets its verdict is judged by, and whether
+    scripts/deploy.sh must rehearse the pending migrations on a clone before it deploys them."""
+
+    # Before a deploy that changes the migrations, rehearse them on a copy-on-write clone and stop,
+    # before anything changes, when one fails or exceeds a budget (Aurora only: rds-free has no clone).
+    required: bool = False
+    max_lock_seconds: float = 5.0  # an ACCESS EXCLUSIVE lock held longer is over budget
+    max_duration_seconds: float = 600.0  # a migration running longer is over budget
+
+    def __post_init__(self) -> None:
+        for setting, value in (("max_lock_seconds", self.max_lock_seconds),
+                               ("max_duration_seconds", self.max_duration_seconds)):  # fmt: skip
+            if not 0 <= value <= MIGRATION_MAX_TIMEOUT_SECONDS:
+                raise SettingsError(
+                    f"rehearsal {setting}={value:g}: must be 0 to {MIGRATION_MAX_TIMEOUT_SECONDS} "
+                    "(a rehearsal runs in one run of the migration function)"
+                )
+
+
+@dataclass(frozen=True)
 class DatabaseAccess:
     """Who logs in to the database and how: the master user's password is RDS's to keep and rotate;
     applications log in as their own roles with IAM tokens (the deploy creates those roles)."""
@@ -294,6 +315,7 @@ class EnvironmentSettings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     access: DatabaseAccess = field(default_factory=DatabaseAccess)
+    rehearsal: RehearsalSettings = field(default_factory=RehearsalSettings)
     # Leave at POSTGRES_VERSION; a different value is for trying an upgrade in one environment first.
     engine_version: str = POSTGRES_VERSION
 
@@ -372,6 +394,8 @@ PRODUCTION = EnvironmentSettings(
     log_retention_days=90,
     # Long migrations on real data get most of the hour CloudFormation waits for a custom resource.
     migration=MigrationSettings(total_timeout_seconds=3000),
+    # A deploy that changes the migrations first rehearses them on a clone of this database.
+    rehearsal=RehearsalSettings(required=True),
 )
 
 ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TESTING, PRODUCTION)}
@@ -380,6 +404,7 @@ ENVIRONMENTS: Mapping[str, EnvironmentSettings] = {env.name: env for env in (TES
 _Choice = TypeVar("_Choice", bound=StrEnum)
 CONTEXT_KEYS = (
     "database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint", "schema_drift", "lint_error_rows",
+    "rehearsal_required",
 )
 _BOOLEAN_CONTEXT_VALUES = {"true": True, "false": False}
 
@@ -495,6 +520,12 @@ def apply_context(
             if not value.isdigit():
                 raise ContextError(f"context key {key!r}={value!r}: expected a whole number of rows, 0 or more")
             migration["lint_error_rows"] = int(value)
+        required = _context_value(context, "rehearsal_required", name)
+        if required is not None:
+            key, value = required
+            if value not in _BOOLEAN_CONTEXT_VALUES:
+                raise ContextError(f"context key {key!r}={value!r}: allowed values are true, false")
+            changes["rehearsal"] = dataclasses.replace(env.rehearsal, required=_BOOLEAN_CONTEXT_VALUES[value])
         if migration:
             changes["migration"] = dataclasses.replace(env.migration, **migration)  # type: ignore[arg-type]
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]

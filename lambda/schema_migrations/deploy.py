@@ -34,8 +34,11 @@ CloudFormation.
 
 Direct invocations (scripts/run-migrations.sh --status / --dry-run / --lint --environment ...):
   {"action": "status" | "dry-run" | "lint"} -> the runner's read-only answer, as is:
-  {"ok": true, "environment", "server_version", "notices", "status": {...}} (lint: "findings": [...])
+  {"ok": true, "environment", "server_version", "notices", "status": {...}} (lint: "findings": [...];
+  status: "migrations_digest", the digest of the migrations this function carries)
   or {"ok": false, "error", "kind"}.
+  {"action": "rehearse", "clone_host", "migrations", "lint_report", "budgets"} (scripts/rehearse.sh):
+  passed to the runner with the credentials, which rehearses on the clone: {"ok": true, "rehearsal": {...}}.
 
 psycopg is not imported here, and boto3 only when a request needs it: a Delete answers before
 either is loaded.
@@ -74,6 +77,7 @@ APPLYING_STATUSES = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS")
 NOT_STARTED_ERRORS = ("ResourceNotReadyException", "TooManyRequestsException", "EC2ThrottledException")
 BACKOFF_CAP_SECONDS = 20.0
 NEXT_CALL_SECONDS = 15.0  # the framework calls is_complete again 10 s after "not complete"
+REHEARSAL_KEYS = ("clone_host", "migrations", "lint_report", "budgets")
 
 
 class LambdaContext(Protocol):
@@ -230,19 +234,26 @@ def _continues(answer: dict[str, Any], *, full_run: bool) -> bool:
 
 
 def direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """A read-only status, dry-run or lint for the CLI; always answers with a document, never raises."""
+    """A read-only status, dry-run or lint for the CLI, or a rehearsal on a clone (scripts/rehearse.sh);
+    always answers with a document, never raises."""
     action = event.get("action")
-    if action not in ("status", "dry-run", "lint"):
+    if action not in ("status", "dry-run", "lint", "rehearse"):
         return {
             "ok": False,
-            "error": f"unknown action {action!r}: this function answers status, dry-run and lint (applying "
-            "happens only through a deploy)",
+            "error": f"unknown action {action!r}: this function answers status, dry-run, lint and rehearse "
+            "(applying happens only through a deploy)",
             "kind": "RequestError",
         }
+    request: dict[str, Any] = {"action": action}
+    if action == "rehearse":  # the runner checks that clone_host is a clone, never the database
+        request.update({key: event.get(key) for key in REHEARSAL_KEYS})
     try:
-        return _run({"action": action}, context)[0]
+        answer = _run(request, context)[0]
     except MigrationDeployError as error:
         return {"ok": False, "error": str(error), "kind": type(error).__name__}
+    if action == "status":  # lets scripts/rehearse.sh skip a clone when nothing changed
+        answer["migrations_digest"] = build_manifest(MIGRATIONS_DIR).digest
+    return answer
 
 
 def failure_message(answer: dict[str, Any]) -> str:

@@ -6,6 +6,9 @@ Invoked only by the deploy function (never by CloudFormation directly), with one
      "roles": {"application": <name>, "readonly": <name>}, "budget_seconds": <at most this long>,
      "applied_since": <epoch seconds the deploy started>}
     {"action": "status" | "dry-run" | "lint", "credentials": {...}, "budget_seconds": <at most this long>}
+    {"action": "rehearse", "credentials": {...}, "clone_host": <a rehearsal clone's endpoint>,
+     "migrations": {<file name>: <SQL>}, "lint_report": <lint-report.json's document for them>,
+     "budgets": {"max_lock_seconds", "max_duration_seconds"}, "budget_seconds": ...}
 
 ``credentials`` is the host, port and dbname of the database and the master secret's username and
 password, read by the deploy function outside the VPC (this function's subnets have no route to
@@ -19,7 +22,7 @@ It answers with a JSON object and never raises for a migration problem:
     {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version",
      "applied_since": [every version applied since applied_since, by this run or an earlier one],
      "schema_drift": [...] (apply), "roles_changed" (apply), "status": {...} (status, dry-run),
-     "findings": [...] (lint)}
+     "findings": [...] (lint), "rehearsal": {...} (rehearse: database/rehearsal/measure.py's document)}
     {"ok": false, "error": <message, paths relative to the asset>, "kind": <error class>, "applied": [...],
      "failed": <the migration it stopped in>, "rolled_back": <it left nothing behind>,
      "budget_cut": <a statement was stopped by the end of this run's time>, "schema_drift": [...]}
@@ -30,6 +33,12 @@ with SCHEMA_DRIFT=fail (stacks/settings.py, per environment) the run stops there
 Then the lint gate: the pending files' findings, made by squawk at synth (lint-report.json in the
 asset), judged with the live table sizes (LINT_ERROR_ROWS, per environment); an unacknowledged
 error stops the run there too. "lint" answers those findings and applies nothing.
+
+"rehearse" (scripts/rehearse.sh) applies the migrations the caller sends, from its checkout, to a
+copy-on-write clone of this environment's cluster, never to the database itself: ``clone_host``
+must be the endpoint of a cluster named ``<this cluster>-rehearsal-...`` in the same account and
+region (the clone keeps the cluster's credentials). It measures locks, rewrites and durations
+(database/rehearsal/measure.py) and answers the report; a failing migration is part of the report.
 
 TLS is always on: sslmode=verify-full against the Amazon RDS CA bundle shipped beside the code.
 The whole run fits in the invocation (or the shorter budget the deploy gives): connect retries (an
@@ -44,8 +53,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +68,17 @@ from database.cli.render import HumanRenderer
 from database.lint import DEFAULT_ERROR_ROWS
 from database.lint.gate import lint_gate, lint_pending, shipped_report
 from database.migrator.errors import MigrationError, MigrationFailedError
-from database.migrator.events import Applied, Applying, Connected, Event, Notice, Planned, SchemaDrift, ignore_events
+from database.migrator.events import (
+    Applied,
+    Applying,
+    Connected,
+    Event,
+    EventSink,
+    Notice,
+    Planned,
+    SchemaDrift,
+    ignore_events,
+)
 from database.migrator.manifest import build_manifest
 from database.migrator.orchestration import RunnerSettings, all_checks, apply, read_status
 from database.migrator.postgres import ConnectSettings, connect
@@ -81,6 +103,7 @@ LOCK_TIMEOUT = "5s"  # a migration's DDL waiting behind the application's querie
 STATEMENT_TIMEOUT = "10min"  # lowered further to the time left in the invocation
 
 _CREDENTIAL_FIELDS = ("host", "port", "dbname", "username", "password")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.sql")  # a flat file name, as discovery reads them
 # SCHEMA_DRIFT, set by the stack: what an apply does with drift found before it runs migrations.
 _DRIFT_POLICIES = {"report": False, "fail": True}  # -> refuse
 
@@ -109,11 +132,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         renderer.event(event)
 
     try:
-        if action not in ("apply", "status", "dry-run", "lint"):
-            raise RequestError(f"unknown action {action!r}: expected apply, status, dry-run or lint")
+        if action not in ("apply", "status", "dry-run", "lint", "rehearse"):
+            raise RequestError(f"unknown action {action!r}: expected apply, status, dry-run, lint or rehearse")
         if not isinstance(credentials, dict):
             credentials = _secret_from_environment()
             log.secrets.append(str(credentials.get("password") or ""))
+        if action == "rehearse":
+            credentials = {**credentials, "host": rehearsal_host(event.get("clone_host"), credentials.get("host"))}
         settings = _settings(credentials, environment, deadline)
         renderer.start("apply" if action == "apply" else "status")
         if action == "apply":
@@ -129,6 +154,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             }
             if roles is not None:
                 answer["roles_changed"] = _ensure_roles(settings, roles, log)
+        elif action == "rehearse":
+            answer = {"rehearsal": _rehearse(event, settings, emit)}
         elif action == "lint":
             findings, _ = lint_pending(settings, shipped_report(LINT_REPORT), _lint_error_rows(), emit)
             answer = {"findings": [finding.to_dict() for finding in findings]}
@@ -196,6 +223,52 @@ def _settings(credentials: dict[str, Any], environment: str, deadline: float) ->
             drift_check(refuse=_DRIFT_POLICIES[policy]), lint_gate(shipped_report(LINT_REPORT), _lint_error_rows())
         ),
     )
+
+
+def rehearsal_host(clone_host: object, database_host: object) -> str:
+    """The clone's endpoint, when it is one: ``<cluster>-rehearsal-<stamp>.<the cluster's own
+    domain>`` (Aurora names endpoints ``<identifier>.cluster-<id>.<region>.rds.amazonaws.com``), and
+    never the database's own endpoint."""
+    host, own = str(clone_host or ""), str(database_host or "")
+    cluster, _, domain = own.partition(".")
+    name, _, clone_domain = host.partition(".")
+    if not (cluster and domain and clone_domain == domain and name.startswith(f"{cluster}-rehearsal-")):
+        raise RequestError(
+            f"refused: clone_host {host!r} is not a rehearsal clone of {cluster or 'this database'} "
+            f"({cluster}-rehearsal-*.{domain}); a rehearsal never runs on the database itself"
+        )
+    return host
+
+
+def _rehearse(event: dict[str, Any], settings: RunnerSettings, emit: EventSink) -> dict[str, Any]:
+    """The caller's migration files in a directory of their own, applied to the clone, measured."""
+    from database.rehearsal.measure import Budgets, measure_apply
+
+    files, report, limits = event.get("migrations"), event.get("lint_report"), event.get("budgets")
+    if not isinstance(files, dict) or not all(isinstance(sql, str) for sql in files.values()):
+        raise RequestError("rehearse needs migrations: an object of file name -> SQL")
+    if not isinstance(report, dict) or not isinstance(limits, dict):
+        raise RequestError("rehearse needs lint_report and budgets objects")
+    for name in files:
+        if not _FILE_NAME.fullmatch(str(name)):
+            raise RequestError(f"rehearse: {name!r} is not a migration file name")
+    try:
+        budgets = Budgets(float(limits["max_lock_seconds"]), float(limits["max_duration_seconds"]))
+    except (KeyError, TypeError, ValueError):
+        raise RequestError(f"rehearse: budgets {limits!r} lack max_lock_seconds or max_duration_seconds") from None
+    with tempfile.TemporaryDirectory(prefix="rehearsal-") as root:
+        directory = Path(root) / "database" / "migrations"
+        directory.mkdir(parents=True)
+        for name, sql in files.items():
+            (directory / name).write_bytes(sql.encode("utf-8"))
+        report_path = Path(root) / "lint-report.json"
+        report_path.write_text(json.dumps(report), encoding="utf-8")
+        applied_by = settings.applied_by.replace("deploy:", "rehearsal:", 1)
+        settings = replace(settings, migrations_dir=directory, applied_by=applied_by)
+        clone = str(event.get("clone_host") or "").partition(".")[0]
+        rehearsal = measure_apply(settings, budgets, shipped_report(report_path), _lint_error_rows(), clone, emit)
+        document = rehearsal.document(budgets)
+    return json.loads(json.dumps(document).replace(f"{root}/", ""))  # type: ignore[no-any-return]
 
 
 def _lint_error_rows() -> int:

@@ -8,6 +8,7 @@ One folder serves both functions (the deploy function outside the VPC, the runne
     database/cli/environments.py  with the path shortening it uses
     database/migrations/    the migration files
     database/lint/          the lint gate's severity and findings (not squawk: 25 MB, over the budget)
+    database/rehearsal/measure.py  what a rehearsal on a clone measures (scripts/rehearse.sh)
     lint-report.json        squawk's findings on every migration, made here at synth; the function
                             judges the pending ones with the live table sizes before it applies them
     psycopg/, psycopg_binary/, psycopg_binary.libs/
@@ -172,6 +173,8 @@ def _source_files(project_root: Path) -> list[Path]:
         for name in ("__init__.py", "cli/__init__.py", "cli/render.py", "cli/environments.py")
     ]
     files += [project_root / "database" / "lint" / name for name in _LINT_MODULES]
+    # The rehearsal's measuring (scripts/rehearse.sh measures on a clone, from inside the VPC).
+    files += [project_root / "database" / "rehearsal" / name for name in ("__init__.py", "measure.py")]
     migrations = project_root / "database" / "migrations"
     files += [path for path in migrations.iterdir() if path.is_file() and not path.name.startswith(".")]
     return sorted(path.relative_to(project_root) for path in files)
