@@ -137,6 +137,10 @@ class DatabaseStack(Stack):
                 "Join this security group to reach PostgreSQL",
             ),
             "DatabaseFlavour": (self.settings.flavour.value, "aurora-serverless or rds-free"),
+            "DatabaseIdentifier": (
+                str(getattr(database.resource, "cluster_identifier", None) or database.resource.instance_identifier),  # type: ignore[union-attr]
+                "The cluster's (or instance's) identifier; scripts/rehearse.sh clones the cluster",
+            ),
             "PostgresVersion": (self.settings.engine_version, "Engine version (stacks/settings.py)"),
             "VpcId": (self.network.vpc.vpc_id, "VPC of the database"),
         }

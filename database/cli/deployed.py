@@ -40,6 +40,10 @@ class DeployedStatus:
     findings: list[dict[str, Any]]  # --lint: the pending files' findings, judged by the live table sizes
 
 
+class StackNotDeployedError(DeployedEnvironmentError):
+    """The environment's stack does not exist (yet) in this account and region."""
+
+
 class _RemoteError(MigrationError):
     """An error the deployed function reported, with the exit status its kind has locally."""
 
@@ -51,67 +55,112 @@ class _RemoteError(MigrationError):
 def read_deployed_status(environment: str, mode: str) -> DeployedStatus:
     """Ask the environment's deployed migration function for its status (``mode``: status, dry-run
     or lint)."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from database.cli.aws_setup import setup_problem
     from database.migrator.report import status_from_dict
 
-    stack = f"{STACK_PREFIX}{environment}"
-    try:
-        # AWS_REGION first, as the CDK CLI and scripts/deploy.sh read it; then the SDK's own sources.
-        session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
-        region = session.region_name
-    except BotoCoreError as error:  # a missing profile or a malformed config file
-        raise DeployedEnvironmentError(f"--environment {environment}: {setup_problem(error) or error}") from None
-    if not region:
-        raise DeployedEnvironmentError(
-            f"--environment {environment}: no AWS region configured; set AWS_REGION (or a profile's region) "
-            f"to the region {stack} is deployed in"
-        )
-    try:
-        function_name = _function_name(session.client("cloudformation"), stack, region)
-        response = session.client("lambda").invoke(
-            FunctionName=function_name, InvocationType="RequestResponse", Payload=json.dumps({"action": mode})
-        )
-        answer = json.loads(response["Payload"].read())
-    except ClientError as error:
-        raise DeployedEnvironmentError(_client_error_message(error, environment, stack, region)) from None
-    except (BotoCoreError, ValueError) as error:
-        reason = setup_problem(error) or f"AWS request failed: {error}"
-        raise DeployedEnvironmentError(f"--environment {environment}: {reason}") from None
-    if response.get("FunctionError"):
-        message = answer.get("errorMessage", answer) if isinstance(answer, dict) else answer
-        raise DeployedEnvironmentError(f"the migration function {function_name} failed: {message}")
-    if not isinstance(answer, dict):
-        raise DeployedEnvironmentError(f"the migration function {function_name} answered {str(answer)[:200]!r}")
+    target = DeployedTarget.find(environment)
+    answer = target.invoke({"action": mode})
     if not answer.get("ok"):
         kind = str(answer.get("kind") or "")
         raise _RemoteError(
-            f"{environment} ({function_name}): {answer.get('error') or 'unknown error'}", _EXIT_CODES.get(kind, 1)
+            f"{environment} ({target.function_name}): {answer.get('error') or 'unknown error'}",
+            _EXIT_CODES.get(kind, 1),
         )
     return DeployedStatus(
         status=status_from_dict(answer["status"]) if "status" in answer else None,
         server_version=answer.get("server_version"),
         notices=[str(notice) for notice in answer.get("notices") or []],
-        function_name=function_name,
-        region=region,
+        function_name=target.function_name,
+        region=target.region,
         findings=[dict(finding) for finding in answer.get("findings") or []],
     )
 
 
-def _function_name(cloudformation: Any, stack: str, region: str) -> str:
-    stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    outputs = {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs") or []}
-    if FUNCTION_OUTPUT not in outputs:
-        raise DeployedEnvironmentError(
-            f"stack {stack} in {region} has no {FUNCTION_OUTPUT} output: it was deployed before deploy-time "
-            f"migrations existed; deploy it again (scripts/deploy.sh {stack.removeprefix(STACK_PREFIX)})"
-        )
-    return str(outputs[FUNCTION_OUTPUT])
+@dataclass(frozen=True)
+class DeployedTarget:
+    """A deployed environment as the CLI reaches it: an AWS session in its region, its stack's
+    outputs and its migration function."""
+
+    environment: str
+    session: Any  # boto3.session.Session
+    region: str
+    outputs: dict[str, str]
+
+    @property
+    def stack(self) -> str:
+        return f"{STACK_PREFIX}{self.environment}"
+
+    @property
+    def function_name(self) -> str:
+        if FUNCTION_OUTPUT not in self.outputs:
+            raise DeployedEnvironmentError(
+                f"stack {self.stack} in {self.region} has no {FUNCTION_OUTPUT} output: it was deployed before "
+                f"deploy-time migrations existed; deploy it again (scripts/deploy.sh {self.environment})"
+            )
+        return self.outputs[FUNCTION_OUTPUT]
+
+    @classmethod
+    def find(cls, environment: str) -> DeployedTarget:
+        """The session (AWS_REGION first, as the CDK CLI and scripts/deploy.sh read it; then the
+        SDK's own sources) and the stack's outputs."""
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from database.cli.aws_setup import setup_problem
+
+        stack = f"{STACK_PREFIX}{environment}"
+        try:
+            session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+            region = session.region_name
+        except BotoCoreError as error:  # a missing profile or a malformed config file
+            raise DeployedEnvironmentError(f"--environment {environment}: {setup_problem(error) or error}") from None
+        if not region:
+            raise DeployedEnvironmentError(
+                f"--environment {environment}: no AWS region configured; set AWS_REGION (or a profile's region) "
+                f"to the region {stack} is deployed in"
+            )
+        try:
+            stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+        except ClientError as error:
+            message = client_error_message(error, environment, stack, region)
+            missing = error.response.get("Error", {}).get("Code") == "ValidationError" and "does not exist" in str(error)
+            raise (StackNotDeployedError if missing else DeployedEnvironmentError)(message) from None
+        except (BotoCoreError, ValueError) as error:
+            reason = setup_problem(error) or f"AWS request failed: {error}"
+            raise DeployedEnvironmentError(f"--environment {environment}: {reason}") from None
+        outputs = {str(out["OutputKey"]): str(out["OutputValue"]) for out in stacks[0].get("Outputs") or []}
+        return cls(environment, session, str(region), outputs)
+
+    def invoke(self, payload: dict[str, Any], read_timeout: float = 60.0, *, retry: bool = True) -> dict[str, Any]:
+        """The migration function's answer to ``payload`` (a document with ``ok``); ``retry``: let the
+        SDK repeat a call that failed or timed out (not for a rehearsal, which would run twice)."""
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from database.cli.aws_setup import setup_problem
+
+        name = self.function_name
+        config = Config(read_timeout=read_timeout, retries=None if retry else {"total_max_attempts": 1})
+        try:
+            response = self.session.client("lambda", config=config).invoke(
+                FunctionName=name, InvocationType="RequestResponse", Payload=json.dumps(payload)
+            )
+            answer = json.loads(response["Payload"].read())
+        except ClientError as error:
+            raise DeployedEnvironmentError(
+                client_error_message(error, self.environment, self.stack, self.region)
+            ) from None
+        except (BotoCoreError, ValueError) as error:
+            reason = setup_problem(error) or f"AWS request failed: {error}"
+            raise DeployedEnvironmentError(f"--environment {self.environment}: {reason}") from None
+        if response.get("FunctionError"):
+            message = answer.get("errorMessage", answer) if isinstance(answer, dict) else answer
+            raise DeployedEnvironmentError(f"the migration function {name} failed: {message}")
+        if not isinstance(answer, dict):
+            raise DeployedEnvironmentError(f"the migration function {name} answered {str(answer)[:200]!r}")
+        return answer
 
 
-def _client_error_message(error: Any, environment: str, stack: str, region: str) -> str:
+def client_error_message(error: Any, environment: str, stack: str, region: str) -> str:
     code = error.response.get("Error", {}).get("Code", "")
     message = error.response.get("Error", {}).get("Message", str(error))
     operation = getattr(error, "operation_name", "")
@@ -122,6 +171,6 @@ def _client_error_message(error: Any, environment: str, stack: str, region: str)
         )
     if code in ("AccessDenied", "AccessDeniedException", "AccessDeniedError"):
         needed = "cloudformation:DescribeStacks" if operation == "DescribeStacks" else "lambda:InvokeFunction"
-        return f"--environment {environment}: not allowed ({code}): reading the status needs {needed}: {message}"
+        return f"--environment {environment}: not allowed ({code}): this needs {needed}: {message}"
     return f"--environment {environment}: {operation or 'AWS'} failed ({code}): {message}"
 

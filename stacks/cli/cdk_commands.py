@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from stacks.cli import aws_preflight, cdk_report
-from stacks.settings import ENVIRONMENTS, EnvironmentSettings, Removal
+from stacks.settings import ENVIRONMENTS, EnvironmentSettings, Flavour, Removal, SettingsError, apply_context
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = ROOT / "node_modules" / ".bin"
@@ -187,6 +187,55 @@ def destroy(settings: EnvironmentSettings, context: list[str], force: bool) -> i
     return 0
 
 
+def _with_context(settings: EnvironmentSettings, pairs: Sequence[str]) -> EnvironmentSettings:
+    """``settings`` with the command line's -c overrides, as the app will see them."""
+    context = dict(pair.split("=", 1) for pair in pairs)
+    try:
+        resolved = apply_context(context)
+    except SettingsError as error:
+        raise CommandError(str(error), 2) from None
+    return next(env for env in resolved if env.name == settings.name)
+
+
+def rehearse_first(settings: EnvironmentSettings) -> None:
+    """Where the environment requires it (RehearsalSettings.required), rehearse the checkout's
+    migrations on a clone of its cluster and stop, before anything changes, when one fails or
+    exceeds a budget. Nothing to rehearse on a first deploy (no cluster yet) or when the deployed
+    migrations are the checkout's; rds-free has no clone: said, and the deploy goes on."""
+    if not settings.rehearsal.required:
+        return
+    from database.cli.deployed import DeployedEnvironmentError, StackNotDeployedError
+    from database.rehearsal.measure import Budgets
+    from stacks.cli import rehearse
+    from stacks.rehearsal.clone import CloneError
+
+    if settings.flavour is Flavour.RDS_FREE:
+        note = (f"{settings.name} requires a rehearsal, but {Flavour.RDS_FREE} has no copy-on-write clone: deploying "
+                "with the lint gate only (rehearse on a local copy: docs/rehearsal.md#rds-free)")  # fmt: skip
+        print(f"⚠️  {note}", flush=True)
+        write_job_summary(f"### Rehearsal\n\n⚠️ {note}\n")
+        return
+    budgets = Budgets(settings.rehearsal.max_lock_seconds, settings.rehearsal.max_duration_seconds)
+    print(f"rehearse: {settings.name} requires a rehearsal before a deploy that changes its migrations", flush=True)
+    try:
+        outcome = rehearse.rehearse_environment(settings, budgets, sys.stdout)
+    except StackNotDeployedError:
+        print(f"rehearse: {settings.stack_name} is not deployed yet: nothing to rehearse on", flush=True)
+        return
+    except DeployedEnvironmentError as error:
+        raise CommandError(f"rehearsal: {error}; nothing was deployed", 3) from None
+    except (rehearse.RehearsalRefused, CloneError) as error:
+        raise CommandError(f"rehearsal: {error}; nothing was deployed", 1) from None
+    rehearse.report(outcome, budgets, sys.stdout, as_json=False)
+    write_job_summary(rehearse.summary_markdown(outcome, budgets))
+    if outcome.exit_code != 0:
+        raise CommandError(
+            f"the rehearsal on a clone of {settings.name} failed or exceeded a budget (report above); nothing was "
+            "deployed. Fix the migration, or change the budget in stacks/settings.py (RehearsalSettings)",
+            1,
+        )
+
+
 def run(command: str, argv: Sequence[str]) -> int:
     args = _parser(command).parse_args(argv)
     settings = environment_settings(args.environment)
@@ -199,7 +248,10 @@ def run(command: str, argv: Sequence[str]) -> int:
         raise CommandError(str(error)) from None
     print(f"{command}: {settings.stack_name} in {target.describe()}", flush=True)
     if command == "deploy":
-        return 0 if args.check else deploy(settings, context)
+        if args.check:
+            return 0
+        rehearse_first(_with_context(settings, args.context))
+        return deploy(settings, context)
     if command == "diff":
         return diff(settings, context, args.change_set)
     return destroy(settings, context, args.force)
