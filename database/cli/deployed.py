@@ -122,7 +122,8 @@ class DeployedTarget:
             stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
         except ClientError as error:
             message = client_error_message(error, environment, stack, region)
-            missing = error.response.get("Error", {}).get("Code") == "ValidationError" and "does not exist" in str(error)
+            code = error.response.get("Error", {}).get("Code")
+            missing = code == "ValidationError" and "does not exist" in str(error)
             raise (StackNotDeployedError if missing else DeployedEnvironmentError)(message) from None
         except (BotoCoreError, ValueError) as error:
             reason = setup_problem(error) or f"AWS request failed: {error}"
