@@ -1,8 +1,10 @@
 """``PgSchemaDeploy-github``: keyless deploy access for one GitHub repository's workflows.
 
 Deployed once by an administrator. GitHub Actions exchange the job's OIDC token for one of two roles:
-- the deploy role (deploy jobs of `main` -> testing and `production` -> production), which may only
-  assume the CDK bootstrap roles: everything `cdk deploy` does runs through those;
+- the deploy role (deploy jobs of `main` -> testing and `production` -> production), which may
+  assume the CDK bootstrap roles (everything `cdk deploy` does runs through those) and holds the
+  rehearsal policy (stacks/rehearsal/policy.py: tagged clones of the environments' clusters, for
+  the rehearsal a deploy runs first where an environment requires one);
 - the pull-request role (`cdk diff` in pull requests), which may only assume the read-only lookup role.
 """
 
@@ -11,6 +13,9 @@ from __future__ import annotations
 from aws_cdk import Aws, CfnOutput, Stack, Tags
 from aws_cdk import aws_iam as iam
 from constructs import Construct
+
+from stacks.rehearsal.policy import rehearsal_policy
+from stacks.settings import ENVIRONMENTS
 
 from .settings import (
     DEPLOY_BOOTSTRAP_ROLES,
@@ -56,8 +61,9 @@ class GithubDeployStack(Stack):
             provider_arn,
             subjects=settings.deploy_subjects,
             may_assume=DEPLOY_BOOTSTRAP_ROLES,
-            description=f"GitHub Actions deploys of {settings.repository}: may only assume the CDK bootstrap roles",
+            description=f"GitHub Actions deploys of {settings.repository}: the CDK bootstrap roles, rehearsal clones",
         )
+        self.deploy_role.add_managed_policy(rehearsal_policy(self, "RehearsalPolicy", ENVIRONMENTS.values()))
         self.pull_request_role = self._role(
             "PullRequestRole",
             provider_arn,

@@ -122,12 +122,64 @@ def test_pull_request_role_trusts_only_the_repositorys_pull_requests(
 
 
 @pytest.mark.parametrize("variant", ["new_provider", "existing_provider"])
-def test_deploy_role_may_only_assume_the_bootstrap_roles(variant: str, request: pytest.FixtureRequest) -> None:
+def test_deploy_role_assumes_only_the_bootstrap_roles_and_holds_the_rehearsal_policy(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
     _, template = request.getfixturevalue(variant)
     role_id, found = role(template, "DeployRole")
-    assert "ManagedPolicyArns" not in found["Properties"] and "Policies" not in found["Properties"]
+    assert "Policies" not in found["Properties"]
+    [(policy_id, _)] = resources(template, "AWS::IAM::ManagedPolicy").items()
+    assert found["Properties"]["ManagedPolicyArns"] == [{"Ref": policy_id}]
     assert assumable_arns(policy_of(template, role_id)) == sorted(
         bootstrap_arn(kind) for kind in ("deploy", "file-publishing", "image-publishing", "lookup")
+    )
+
+
+def rendered(value: Any) -> list[str]:
+    """Resource ARNs with their pseudo-parameters as {AWS::...}."""
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for item in values:
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            parts = item["Fn::Join"][1]
+            out.append("".join(p if isinstance(p, str) else "{" + next(iter(p.values())) + "}" for p in parts))
+    return sorted(out)
+
+
+def test_the_rehearsal_policy_creates_and_deletes_only_tagged_clones(new_provider: tuple[App, dict[str, Any]]) -> None:
+    _, template = new_provider
+    [policy] = resources(template, "AWS::IAM::ManagedPolicy").values()
+    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    rds = "arn:{AWS::Partition}:rds:{AWS::Region}:{AWS::AccountId}"
+    clones = [f"pg-schema-deploy-{name}-rehearsal-*" for name in ENVIRONMENTS]
+
+    create = statements["CloneTheClusterTagged"]
+    assert sorted(create["Action"]) == ["rds:AddTagsToResource", "rds:CreateDBInstance",
+                                        "rds:RestoreDBClusterToPointInTime"]  # fmt: skip
+    assert create["Condition"] == {
+        "StringEquals": {"aws:RequestTag/pg-schema-deploy:rehearsal": list(ENVIRONMENTS)},
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["pg-schema-deploy:rehearsal"]},
+    }
+    assert rendered(create["Resource"]) == sorted(
+        [f"{rds}:cluster:pg-schema-deploy-{name}" for name in ENVIRONMENTS]
+        + [f"{rds}:{kind}:{clone}" for kind in ("cluster", "db") for clone in clones]
+        + [f"{rds}:{kind}:*" for kind in ("subgrp", "cluster-pg", "pg")]
+    )
+    delete = statements["DeleteOnlyTaggedClones"]
+    assert sorted(delete["Action"]) == ["rds:DeleteDBCluster", "rds:DeleteDBInstance"]
+    assert delete["Condition"] == {"Null": {"aws:ResourceTag/pg-schema-deploy:rehearsal": "false"}}
+    clone_arns = sorted(f"{rds}:{kind}:{clone}" for kind in ("cluster", "db") for clone in clones)
+    assert rendered(delete["Resource"]) == clone_arns
+    # Nothing that changes or deletes a database is allowed on any other resource.
+    for sid, statement in statements.items():
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if sid not in ("CloneTheClusterTagged", "DeleteOnlyTaggedClones"):
+            assert all(action.split(":")[1].startswith(("Describe", "Invoke")) for action in actions), sid
+    assert rendered(statements["InvokeTheMigrationFunction"]["Resource"]) == sorted(
+        f"arn:{{AWS::Partition}}:lambda:{{AWS::Region}}:{{AWS::AccountId}}:function:pg-schema-deploy-{name}-migrate"
+        for name in ENVIRONMENTS
     )
 
 
