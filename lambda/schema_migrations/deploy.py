@@ -37,7 +37,7 @@ Direct invocations (scripts/run-migrations.sh --status / --dry-run / --lint --en
   {"ok": true, "environment", "server_version", "notices", "status": {...}} (lint: "findings": [...];
   status: "migrations_digest", the digest of the migrations this function carries)
   or {"ok": false, "error", "kind"}.
-  {"action": "rehearse", "clone_host", "migrations", "lint_report", "budgets"} (scripts/rehearse.sh):
+  {"action": "rehearse", "clone_host", "clone_port", "migrations", "lint_report", "budgets"} (scripts/rehearse.sh):
   passed to the runner with the credentials, which rehearses on the clone: {"ok": true, "rehearsal": {...}}.
 
 psycopg is not imported here, and boto3 only when a request needs it: a Delete answers before
@@ -77,7 +77,7 @@ APPLYING_STATUSES = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS")
 NOT_STARTED_ERRORS = ("ResourceNotReadyException", "TooManyRequestsException", "EC2ThrottledException")
 BACKOFF_CAP_SECONDS = 20.0
 NEXT_CALL_SECONDS = 15.0  # the framework calls is_complete again 10 s after "not complete"
-REHEARSAL_KEYS = ("clone_host", "migrations", "lint_report", "budgets")
+REHEARSAL_KEYS = ("clone_host", "clone_port", "migrations", "lint_report", "budgets")
 
 
 class LambdaContext(Protocol):

@@ -6,7 +6,7 @@ Invoked only by the deploy function (never by CloudFormation directly), with one
      "roles": {"application": <name>, "readonly": <name>}, "budget_seconds": <at most this long>,
      "applied_since": <epoch seconds the deploy started>}
     {"action": "status" | "dry-run" | "lint", "credentials": {...}, "budget_seconds": <at most this long>}
-    {"action": "rehearse", "credentials": {...}, "clone_host": <a rehearsal clone's endpoint>,
+    {"action": "rehearse", "credentials": {...}, "clone_host": <a rehearsal clone's endpoint>, "clone_port",
      "migrations": {<file name>: <SQL>}, "lint_report": <lint-report.json's document for them>,
      "budgets": {"max_lock_seconds", "max_duration_seconds"}, "budget_seconds": ...}
 
@@ -138,7 +138,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             credentials = _secret_from_environment()
             log.secrets.append(str(credentials.get("password") or ""))
         if action == "rehearse":
-            credentials = {**credentials, "host": rehearsal_host(event.get("clone_host"), credentials.get("host"))}
+            host = rehearsal_host(event.get("clone_host"), credentials.get("host"))
+            credentials = {**credentials, "host": host, "port": event.get("clone_port") or credentials.get("port")}
         settings = _settings(credentials, environment, deadline)
         renderer.start("apply" if action == "apply" else "status")
         if action == "apply":

@@ -81,7 +81,8 @@ def rehearse_environment(settings: EnvironmentSettings, budgets: Budgets, out: T
     cloner = ClusterCloner(target.session.client("rds"), settings.name, source, out)
     with cloner.clone() as clone:
         print(f"📏 Rehearsing on {clone.cluster} through {target.function_name}", file=out, flush=True)
-        answer = target.invoke({**payload, "clone_host": clone.endpoint}, READ_TIMEOUT_SECONDS, retry=False)
+        request = {**payload, "clone_host": clone.endpoint, "clone_port": clone.port}
+        answer = target.invoke(request, READ_TIMEOUT_SECONDS, retry=False)
     if not answer.get("ok") or not isinstance(answer.get("rehearsal"), dict):
         raise RehearsalRefused(f"{target.function_name}: {answer.get('error') or 'no rehearsal in its answer'}", 1)
     return Outcome(settings.name, clone.cluster, Rehearsal.from_document(answer["rehearsal"]))

@@ -54,7 +54,7 @@ class ClusterCloner:
         source: str,
         out: TextIO,
         *,
-        poll_seconds: float = POLL_SECONDS,
+        poll_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -62,7 +62,7 @@ class ClusterCloner:
         self.environment = environment
         self.source = source
         self.out = out
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = POLL_SECONDS if poll_seconds is None else poll_seconds
         self.clock = clock
         self.sleep = sleep
 

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,11 @@ def tls_files() -> Iterator[Path]:
     shutil.rmtree(TLS_DIR, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgresql_tls_proc(tls_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NoopExecutor]:
-    """A second local-db.sh server, switched to TLS with the test certificate and to a pg_hba.conf
-    that admits the migration login only over TLS with its password (both reloadable settings)."""
-    with local_server(tmp_path_factory.mktemp("local-db-tls") / "postgres") as (server, data):
+@contextmanager
+def tls_server(state: Path) -> Iterator[NoopExecutor]:
+    """A local-db.sh server switched to TLS with the test certificate and to a pg_hba.conf that
+    admits the migration login only over TLS with its password (both reloadable settings)."""
+    with local_server(state) as (server, data):
         owner = data.stat()
         for name in ("server.crt", "server.key"):
             shutil.copyfile(TLS_DIR / name, data / name)
@@ -105,6 +106,13 @@ def postgresql_tls_proc(tls_files: Path, tmp_path_factory: pytest.TempPathFactor
             time.sleep(0.05)
         else:
             pytest.fail("the TLS test server did not turn ssl on", pytrace=False)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgresql_tls_proc(tls_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NoopExecutor]:
+    """The deploy tests' server: TLS, and the migration login admitted only over TLS (tls_server)."""
+    with tls_server(tmp_path_factory.mktemp("local-db-tls") / "postgres") as server:
         yield server
 
 

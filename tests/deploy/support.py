@@ -242,8 +242,13 @@ class LocalAws:
         self.server.server_close()
 
 
+# The DNS domain of a test account's Aurora endpoints: <cluster>.cluster-<account's id>.<region>.rds.amazonaws.com.
+RDS_DOMAIN = "cluster-t3stacc0unt1.eu-west-1.rds.amazonaws.com"
+
+
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA (ca.crt) and a server certificate/key it signed for 127.0.0.1 and localhost."""
+    """A test CA (ca.crt) and a server certificate/key it signed for 127.0.0.1, localhost and the
+    test account's Aurora endpoints (RDS_DOMAIN)."""
     import ipaddress
 
     from cryptography import x509
@@ -272,7 +277,11 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                    x509.DNSName(f"*.{RDS_DOMAIN}"),  # cluster endpoints and their clones' (test_rehearsal_clone)
+                ]
             ),
             critical=False,
         )
