@@ -116,6 +116,28 @@ def postgresql_tls_proc(tls_files: Path, tmp_path_factory: pytest.TempPathFactor
         yield server
 
 
+@pytest.fixture(scope="module")
+def clone_server(tls_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NoopExecutor]:
+    """A second TLS server: where a rehearsal clone's endpoint leads (a clone is a server of its own)."""
+    with tls_server(tmp_path_factory.mktemp("clone") / "postgres") as server:
+        yield server
+
+
+def empty_clone(server: NoopExecutor, dbname: str) -> str:
+    """A fresh database ``dbname`` on ``server`` owned by the migration login, with the cluster's
+    password (a clone keeps the cluster's credentials); its superuser conninfo."""
+    admin = f"host={server.host} port={server.port} user={server.user} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'.encode())
+        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (MIGRATION_LOGIN,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        connection.execute(
+            f"{verb} ROLE {MIGRATION_LOGIN} LOGIN CREATEDB CREATEROLE PASSWORD {psycopg.sql.quote(PASSWORD)}".encode()
+        )
+        connection.execute(f'CREATE DATABASE "{dbname}" OWNER {MIGRATION_LOGIN}'.encode())
+    return f"host={server.host} port={server.port} user={server.user} dbname={dbname}"
+
+
 @dataclass
 class Database:
     host: str

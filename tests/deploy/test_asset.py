@@ -23,6 +23,7 @@ def project(tmp_path: Path, built: Path) -> Path:
     root = tmp_path / "project"
     for folder in (
         "lambda/schema_migrations", "database/migrator", "database/migrations", "database/cli", "database/lint",
+        "database/rehearsal",
     ):
         shutil.copytree(PROJECT_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copyfile(PROJECT_ROOT / "database" / "__init__.py", root / "database" / "__init__.py")

@@ -25,8 +25,8 @@ import psycopg
 import pytest
 
 from stacks.migration.asset import CA_BUNDLE_NAME, build_migration_asset
-from tests.deploy.conftest import PROJECT_ROOT, REGION, RUNNER_FUNCTION, STACK_NAME, Database
-from tests.deploy.support import LocalAws, ProviderFramework, cfn_event, resource_properties
+from tests.deploy.conftest import PROJECT_ROOT, REGION, RUNNER_FUNCTION, STACK_NAME, Database, empty_clone
+from tests.deploy.support import RDS_DOMAIN, LocalAws, ProviderFramework, cfn_event, resource_properties
 
 BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
 # What the Lambda runtime puts beside the code: boto3 and what it imports.
@@ -139,7 +139,7 @@ class Chain:
 @contextmanager
 def asset_chain(
     functions: dict[str, tuple[Path, str]], tmp_path: Path, database: Database, tls_files: Path,
-    runner_env: dict[str, str] | None = None,
+    runner_env: dict[str, str] | None = None, deploy_env: dict[str, str] | None = None,
 ) -> Iterator[Chain]:  # fmt: skip
     from moto import mock_aws
 
@@ -168,7 +168,7 @@ def asset_chain(
             "RUNNER_FUNCTION_NAME": RUNNER_FUNCTION, "DATABASE_SECRET_ARN": secret["ARN"],
             "ENVIRONMENT_NAME": "testing", "SECRETS_IN_VPC": "0", **database.location(),
             "AWS_ENDPOINT_URL_CLOUDFORMATION": aws.url,
-            "RUNNER_TIMEOUT_SECONDS": "60", "DEPLOY_BUDGET_SECONDS": "600",
+            "RUNNER_TIMEOUT_SECONDS": "60", "DEPLOY_BUDGET_SECONDS": "600", **(deploy_env or {}),
         })  # fmt: skip
         aws.functions[RUNNER_FUNCTION] = runner.invoke
         aws.stack_outputs[STACK_NAME] = {}
@@ -240,3 +240,41 @@ def test_the_built_asset_gates_the_deploy_on_the_live_table_sizes(
     [finding] = [f for f in linted["findings"] if f["severity"] == "error"]
     assert finding["table"] == "public.users" and finding["estimated_rows"] == 50 and finding["total_bytes"] > 0
     assert chain.runner.outside == []
+
+
+def test_the_built_asset_rehearses_on_a_clone_and_never_on_the_database(
+    tmp_path: Path, database: Database, tls_files: Path, clone_server: Any
+) -> None:
+    """scripts/rehearse.sh's request to the deployed functions, as built: the runner (CPython 3.13,
+    everything from the asset) applies the checkout's migrations to the clone's server, reached by
+    the clone's endpoint name, and measures them; the environment's own database is not touched."""
+    from stacks.cli.rehearse import _checkout
+
+    cluster = "pg-schema-deploy-testing"
+    empty_clone(clone_server, database.dbname)
+    files, report = _checkout()
+    request = {
+        "action": "rehearse", "clone_host": f"{cluster}-rehearsal-20261204101500.{RDS_DOMAIN}",
+        "clone_port": clone_server.port, "migrations": files, "lint_report": report,
+        "budgets": {"max_lock_seconds": 5, "max_duration_seconds": 600},
+    }  # fmt: skip
+    dns = {"PGHOSTADDR": "127.0.0.1"}  # the VPC's DNS: endpoint names lead to this machine
+    with asset_chain(functions_from_builder(tmp_path), tmp_path, database, tls_files, runner_env=dns,
+                     deploy_env={"DATABASE_HOST": f"{cluster}.{RDS_DOMAIN}"}) as chain:  # fmt: skip
+        answer, failed = chain.deploy.invoke(request)
+        itself, _ = chain.deploy.invoke({**request, "clone_host": f"{cluster}.{RDS_DOMAIN}"})
+
+    assert not failed and answer["ok"] is True, answer
+    versions = sorted(path.stem for path in (PROJECT_ROOT / "database" / "migrations").glob("[0-9]*.sql"))
+    rehearsal = answer["rehearsal"]
+    assert [measure["version"] for measure in rehearsal["migrations"]] == versions
+    assert rehearsal["within_budgets"] is True and rehearsal["failure"] is None
+    built = [index["name"] for measure in rehearsal["migrations"] for index in measure["indexes_built"]]
+    assert "public.idx_users_phone" in built
+    assert itself["ok"] is False and "is not a rehearsal clone" in itself["error"]
+    assert chain.runner.outside == []  # database/rehearsal/measure.py came from the asset
+    assert database.query("SELECT to_regclass('schema_migrations'), to_regclass('users')") == [(None, None)]
+    with psycopg.connect(f"host={clone_server.host} port={clone_server.port} user={clone_server.user} "
+                         f"dbname={database.dbname}") as connection:  # fmt: skip
+        applied = connection.execute("SELECT version, applied_by FROM schema_migrations ORDER BY version").fetchall()
+    assert applied == [(version, "rehearsal:testing") for version in versions]

@@ -32,7 +32,7 @@ from stacks.cli import rehearse as rehearse_cli
 from stacks.rehearsal import clone as clone_module
 from stacks.rehearsal.clone import REHEARSAL_TAG
 from stacks.settings import ENVIRONMENTS, RehearsalSettings
-from tests.deploy.conftest import MIGRATION_LOGIN, PASSWORD, REGION, STACK_NAME, TLS_DIR, Deployment, tls_server
+from tests.deploy.conftest import MIGRATION_LOGIN, PASSWORD, REGION, STACK_NAME, TLS_DIR, Deployment, empty_clone
 from tests.deploy.support import RDS_DOMAIN, FakeContext
 
 DEPLOY_FUNCTION = "pg-schema-deploy-testing-migrate"
@@ -46,13 +46,6 @@ FAILING = {
     "003_add_check.sql": "-- one row has no @\nALTER TABLE users ADD CONSTRAINT has_at CHECK (email LIKE '%@%');\n"
 }
 ROWS = 50_000  # the rewrite holds its lock long enough to be sampled many times (every 5 ms)
-
-
-@pytest.fixture(scope="module")
-def clone_server(tls_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The PostgreSQL the clone's endpoint leads to (a server of its own, as a clone is)."""
-    with tls_server(tmp_path_factory.mktemp("clone") / "postgres") as server:
-        yield server
 
 
 @pytest.fixture
@@ -128,17 +121,8 @@ def fill(conninfo: str) -> None:
 def prepare_clone(server: Any, deployment: Deployment) -> str:
     """What a copy-on-write clone of the cluster holds: its database with the same migrations and
     rows, owned by the migration login with the cluster's password."""
-    admin = f"host={server.host} port={server.port} user={server.user} dbname=postgres"
     name = deployment.database.dbname
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (MIGRATION_LOGIN,)).fetchone()
-        verb = "ALTER" if exists else "CREATE"
-        connection.execute(
-            f"{verb} ROLE {MIGRATION_LOGIN} LOGIN CREATEDB CREATEROLE PASSWORD {psycopg.sql.quote(PASSWORD)}".encode()
-        )
-        connection.execute(f'CREATE DATABASE "{name}" OWNER {MIGRATION_LOGIN}'.encode())
-    conninfo = f"host={server.host} port={server.port} user={server.user} dbname={name}"
+    conninfo = empty_clone(server, name)
     login = make_conninfo(
         "", host="127.0.0.1", port=server.port, dbname=name, user=MIGRATION_LOGIN, password=PASSWORD,
         sslmode="verify-full", sslrootcert=str(TLS_DIR / "ca.crt"),

@@ -251,3 +251,24 @@ def test_synth_with_a_misspelled_context_key_stops_naming_the_known_keys() -> No
     for known in ("database[.<environment>]", "rds_instance_class[.<environment>]", "vpc_id[.<environment>]",
                   "secrets_manager_endpoint[.<environment>]", "github_repository"):  # fmt: skip
         assert known in result.stderr
+
+
+def test_production_requires_a_rehearsal_and_the_context_can_say_otherwise() -> None:
+    testing, production = apply_context({})
+    assert testing.rehearsal.required is False and production.rehearsal.required is True
+    assert production.rehearsal.max_lock_seconds == 5 and production.rehearsal.max_duration_seconds == 600
+    overrides = {"rehearsal_required.production": "false", "rehearsal_required.testing": "true"}
+    testing, production = apply_context(overrides)
+    assert testing.rehearsal.required is True and production.rehearsal.required is False
+    with pytest.raises(ContextError, match=r"'rehearsal_required'='yes': allowed values are true, false"):
+        apply_context({"rehearsal_required": "yes"})
+
+
+@pytest.mark.parametrize("field", ["max_lock_seconds", "max_duration_seconds"])
+def test_rehearsal_budgets_fit_in_one_run_of_the_migration_function(field: str) -> None:
+    from stacks.settings import RehearsalSettings
+
+    with pytest.raises(SettingsError, match=rf"rehearsal {field}=900: must be 0 to 840"):
+        RehearsalSettings(**{field: 900})  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match=rf"rehearsal {field}=-1: must be 0 to 840"):
+        RehearsalSettings(**{field: -1})  # type: ignore[arg-type]

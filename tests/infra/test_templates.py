@@ -309,6 +309,7 @@ def test_outputs_for_applications(synth: Synth, env: str) -> None:
         "ReadOnlyConnectPolicyArn",
         "DatabaseClientsSecurityGroupId",
         "DatabaseFlavour",
+        "DatabaseIdentifier",
         "PostgresVersion",
         "VpcId",
         "SchemaVersion",
@@ -323,6 +324,7 @@ def test_outputs_for_applications(synth: Synth, env: str) -> None:
     assert outputs["DatabaseEndpoint"]["Value"] == {"Fn::GetAtt": [database_id, endpoint_attribute]}
     assert outputs["DatabasePort"]["Value"] == {"Fn::GetAtt": [database_id, "Endpoint.Port"]}
     assert outputs["DatabaseName"]["Value"] == f"users_{env}"
+    assert outputs["DatabaseIdentifier"]["Value"] == {"Ref": database_id}  # the cluster's / instance's name
     assert outputs["DatabaseUser"]["Value"] == "webapp"
     assert outputs["DatabaseSecretArn"]["Value"] == {"Fn::GetAtt": [database_id, "MasterUserSecret.SecretArn"]}
     assert outputs["ApplicationUser"]["Value"] == "webapp_app"
