@@ -169,8 +169,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     undoing = "--rollback" if arguments.rollback is not None else "--rollback-to" if arguments.rollback_to else None
     if arguments.rehearse and arguments.environment in DEPLOYED_ENVIRONMENTS and arguments.db_uri is None:
         raise UsageError(
-            f"--rehearse --environment {arguments.environment}: rehearsing on a clone of a deployed environment is "
-            "not built yet; rehearse on a copy of a local or --db-uri database"
+            f"--rehearse --environment {arguments.environment}: a deployed environment is rehearsed on a clone of its "
+            f"cluster: scripts/rehearse.sh {arguments.environment}"
         )
     if arguments.baseline and arguments.environment in DEPLOYED_ENVIRONMENTS and arguments.db_uri is None:
         raise UsageError(
