@@ -138,7 +138,7 @@ class DatabaseStack(Stack):
             ),
             "DatabaseFlavour": (self.settings.flavour.value, "aurora-serverless or rds-free"),
             "DatabaseIdentifier": (
-                str(getattr(database.resource, "cluster_identifier", None) or database.resource.instance_identifier),  # type: ignore[union-attr]
+                database.identifier,
                 "The cluster's (or instance's) identifier; scripts/rehearse.sh clones the cluster",
             ),
             "PostgresVersion": (self.settings.engine_version, "Engine version (stacks/settings.py)"),

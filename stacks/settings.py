@@ -299,6 +299,67 @@ class DatabaseAccess:
             )
 
 
+# A migration version as the runner records it: the file stem NNN_description (database/migrator/discovery.py).
+_MIGRATION_VERSION = r"[0-9]+_[A-Za-z0-9][A-Za-z0-9_.-]*"
+# A manual snapshot's identifier (a letter first; letters, digits and single hyphens; no trailing
+# hyphen; at most 255), an automated one's ("rds:" before it), or the ARN of either.
+_SNAPSHOT_NAME = r"(?:rds:)?[A-Za-z](?:-?[A-Za-z0-9]){0,254}"
+_SNAPSHOT_ARN = r"arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:(?P<kind>cluster-snapshot|snapshot):" + _SNAPSHOT_NAME
+
+
+@dataclass(frozen=True)
+class SnapshotRestore:
+    """An environment whose database is created from a snapshot of an existing one (the database the
+    old setup scripts made): see docs/moving-from-old-setup.md.
+
+    ``snapshot`` only matters when CloudFormation creates the database. Never change or remove it once
+    the stack exists: CloudFormation would replace the database with a new one (restored again, or
+    empty); the database's fixed name (pg-schema-deploy-<env>) makes it refuse that update instead.
+    """
+
+    # Aurora: a DB cluster snapshot identifier or ARN (or a DB snapshot ARN: RDS for PostgreSQL into
+    # Aurora); rds-free: a DB snapshot identifier or ARN. From the same account and region.
+    snapshot: str | None = None
+    # The first migrating deploy on a database without tracking rows records every migration up to
+    # this one as applied without running it (baselined), then applies the rest; once the database
+    # records migrations (the old runner's table included) it is ignored.
+    baseline_version: str | None = None
+    # The database inside the snapshot that the migrations run in, when it is not users_<environment>
+    # (the old scripts made users_production: a testing environment restored from it names that).
+    database_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.snapshot is not None and not re.fullmatch(f"{_SNAPSHOT_NAME}|{_SNAPSHOT_ARN}", self.snapshot):
+            raise SettingsError(
+                f"snapshot={self.snapshot!r} is neither a snapshot identifier (my-old-db-final, rds:...) nor a "
+                "snapshot ARN (arn:aws:rds:<region>:<account>:cluster-snapshot:<id> or ...:snapshot:<id>)"
+            )
+        if self.baseline_version is not None and (
+            not re.fullmatch(_MIGRATION_VERSION, self.baseline_version) or self.baseline_version.endswith(".sql")
+        ):
+            raise SettingsError(
+                f"baseline_version={self.baseline_version!r} is not a migration version: the file name without "
+                ".sql, NNN_description (e.g. 004_add_orders)"
+            )
+        if self.database_name is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", self.database_name):
+            raise SettingsError(
+                f"restore database_name={self.database_name!r}: a PostgreSQL database name of letters, digits "
+                "and _ (a letter first, at most 63)"
+            )
+        for setting, value in (("baseline_version", self.baseline_version), ("database_name", self.database_name)):
+            if value is not None and self.snapshot is None:
+                raise SettingsError(
+                    f"{setting}={value!r} applies to a database created from a snapshot, and no snapshot is set: "
+                    "a new database is empty and gets every migration"
+                )
+
+    @property
+    def snapshot_kind(self) -> str | None:
+        """``cluster-snapshot`` or ``snapshot`` for an ARN, None for an identifier (or no snapshot)."""
+        match = re.fullmatch(_SNAPSHOT_ARN, self.snapshot or "")
+        return match.group("kind") if match else None
+
+
 @dataclass(frozen=True)
 class EnvironmentSettings:
     """Everything one environment's stack is built from."""
@@ -316,6 +377,8 @@ class EnvironmentSettings:
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     access: DatabaseAccess = field(default_factory=DatabaseAccess)
     rehearsal: RehearsalSettings = field(default_factory=RehearsalSettings)
+    # Create the database from a snapshot of an existing one (none: a new, empty database).
+    restore: SnapshotRestore = field(default_factory=SnapshotRestore)
     # Leave at POSTGRES_VERSION; a different value is for trying an upgrade in one environment first.
     engine_version: str = POSTGRES_VERSION
 
@@ -338,6 +401,11 @@ class EnvironmentSettings:
                 f"{self.name}: Aurora PostgreSQL {self.engine_version} cannot scale to 0 ACU (auto-pause needs "
                 "13.15+, 14.12+, 15.7+, 16.3+ or 17+); raise aurora.min_acu to 0.5 or pick a newer version"
             )
+        if self.flavour is Flavour.RDS_FREE and self.restore.snapshot_kind == "cluster-snapshot":
+            raise SettingsError(
+                f"{self.name}: snapshot={self.restore.snapshot!r} is a DB cluster snapshot (Aurora); the "
+                f"{Flavour.RDS_FREE} flavour restores a DB snapshot (arn:...:snapshot:<id>)"
+            )
 
     @property
     def major_version(self) -> int:
@@ -350,7 +418,8 @@ class EnvironmentSettings:
 
     @property
     def database_name(self) -> str:
-        return f"users_{self.name}"
+        """users_<environment>, or the database of the snapshot the environment was restored from."""
+        return self.restore.database_name or f"users_{self.name}"
 
     @property
     def username(self) -> str:
@@ -405,6 +474,7 @@ _Choice = TypeVar("_Choice", bound=StrEnum)
 CONTEXT_KEYS = (
     "database", "vpc_id", "rds_instance_class", "secrets_manager_endpoint", "schema_drift", "lint_error_rows",
     "rehearsal_required",
+    "snapshot", "baseline_version",
 )
 _BOOLEAN_CONTEXT_VALUES = {"true": True, "false": False}
 
@@ -528,9 +598,29 @@ def apply_context(
             changes["rehearsal"] = dataclasses.replace(env.rehearsal, required=_BOOLEAN_CONTEXT_VALUES[value])
         if migration:
             changes["migration"] = dataclasses.replace(env.migration, **migration)  # type: ignore[arg-type]
+        restore = _restore_from_context(context, name, env.restore)
+        if restore is not None:
+            changes["restore"] = restore
         resolved.append(dataclasses.replace(env, **changes) if changes else env)  # type: ignore[arg-type]
     _check_rds_keys_apply(context, tuple(resolved))
     return tuple(resolved)
+
+
+def _restore_from_context(
+    context: Mapping[str, object], env: str, restore: SnapshotRestore
+) -> SnapshotRestore | None:
+    """``snapshot`` / ``baseline_version`` (plain or .<env>) over the environment's SnapshotRestore."""
+    changed = restore
+    for key in ("snapshot", "baseline_version"):
+        found = _context_value(context, key, env)
+        if found is None:
+            continue
+        given, value = found
+        try:
+            changed = dataclasses.replace(changed, **{key: value})
+        except SettingsError as error:
+            raise ContextError(f"context key {given!r} ({env}): {error}") from None
+    return None if changed is restore else changed
 
 
 def _check_rds_keys_apply(context: Mapping[str, object], resolved: tuple[EnvironmentSettings, ...]) -> None:

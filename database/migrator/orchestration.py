@@ -378,12 +378,16 @@ def rollback(
     return result
 
 
-def baseline(settings: RunnerSettings, emit: EventSink, version: str) -> list[str]:
+def baseline(settings: RunnerSettings, emit: EventSink, version: str, *, only_untracked: bool = False) -> list[str]:
     """Adopt a database whose schema exists without our tracking (restored from a dump, made by
     hand or by the old setup scripts): record every migration up to `version` that has no row as
     applied without running it, marked baselined; returns those versions. Refused when `version`
     is no migration file, or when the database already has tracking rows past it. The schema as
-    adopted becomes the reference for drift checks."""
+    adopted becomes the reference for drift checks.
+
+    With `only_untracked` (a deploy's standing baseline setting), a database that records any
+    migration (the old runner's table included) is left alone, checked under the runner lock: the
+    answer is then empty (otherwise it holds `version` at least)."""
     from . import postgres, schema_state
 
     local = load_migrations(settings.migrations_dir)
@@ -395,6 +399,8 @@ def baseline(settings: RunnerSettings, emit: EventSink, version: str) -> list[st
     number = by_version[version].file.number
     with database_session(settings, emit) as connection, postgres.runner_lock(connection, _lock_wait(settings), emit):
         rows = postgres.applied_rows(connection) if postgres.tracking_table_exists(connection) else {}
+        if only_untracked and rows:
+            return []
         later = sorted((v for v in rows if _number_of(v) > number), key=_number_of)
         if later:
             raise InvalidMigrationError(

@@ -163,6 +163,8 @@ def is_complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]
     if answer.get("ok"):
         applied = [str(version) for version in answer.get("applied_since") or []]
         data = _data(answer.get("schema_version"), applied, rollback=False)
+        if answer.get("baselined"):  # an environment restored from a snapshot: its first migrating deploy
+            _log(f"📌 Baselined (recorded as applied, not run): {_fit_list(list(answer['baselined']), APPLIED_BYTES)}")
         roles_changed = f"; role changes: {answer['roles_changed']}" if "roles_changed" in answer else ""
         _log(f"✅ Schema version {data['SchemaVersion']}; applied this deploy: {data['AppliedThisDeploy']}"
              f"{roles_changed}")

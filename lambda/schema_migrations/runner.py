@@ -21,8 +21,9 @@ this function reads DATABASE_SECRET_ARN itself.
 It answers with a JSON object and never raises for a migration problem:
     {"ok": true, "environment", "server_version", "notices", "applied": [...], "schema_version",
      "applied_since": [every version applied since applied_since, by this run or an earlier one],
-     "schema_drift": [...] (apply), "roles_changed" (apply), "status": {...} (status, dry-run),
-     "findings": [...] (lint), "rehearsal": {...} (rehearse: database/rehearsal/measure.py's document)}
+     "schema_drift": [...] (apply), "roles_changed" (apply), "baselined": [...] (apply, BASELINE_VERSION's
+     first run only), "status": {...} (status, dry-run), "findings": [...] (lint),
+     "rehearsal": {...} (rehearse: database/rehearsal/measure.py's document)}
     {"ok": false, "error": <message, paths relative to the asset>, "kind": <error class>, "applied": [...],
      "failed": <the migration it stopped in>, "rolled_back": <it left nothing behind>,
      "budget_cut": <a statement was stopped by the end of this run's time>, "schema_drift": [...]}
@@ -57,6 +58,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +82,7 @@ from database.migrator.events import (
     ignore_events,
 )
 from database.migrator.manifest import build_manifest
-from database.migrator.orchestration import RunnerSettings, all_checks, apply, read_status
+from database.migrator.orchestration import RunnerSettings, all_checks, apply, baseline, name_versions, read_status
 from database.migrator.postgres import ConnectSettings, connect
 from database.migrator.redaction import scrub, scrub_document
 from database.migrator.report import status_to_dict
@@ -145,6 +147,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if action == "apply":
             _check_digest(event.get("digest"))
             roles = _access_roles(event.get("roles"))
+            baselined = _first_deploy_baseline(settings, emit, log)
             result = apply(settings, emit)
             renderer.finished(result)
             answer: dict[str, Any] = {
@@ -153,6 +156,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "schema_drift": report.schema_drift,
                 "applied_since": report.applied_since(event.get("applied_since")),
             }
+            if baselined:
+                answer["baselined"] = baselined
             if roles is not None:
                 answer["roles_changed"] = _ensure_roles(settings, roles, log)
         elif action == "rehearse":
@@ -272,6 +277,22 @@ def _rehearse(event: dict[str, Any], settings: RunnerSettings, emit: EventSink) 
     return json.loads(json.dumps(document).replace(f"{root}/", ""))  # type: ignore[no-any-return]
 
 
+def _first_deploy_baseline(settings: RunnerSettings, emit: Callable[[Event], None], log: _ScrubbingWriter) -> list[str]:
+    """BASELINE_VERSION, set by the stack for an environment restored from a snapshot: on a database
+    that records no migration yet, every migration up to it is recorded as applied without running
+    (baselined; the apply then runs the rest). A database that records migrations (the old runner's
+    table is adopted by the apply) is left alone, and the log says so."""
+    version = os.environ.get("BASELINE_VERSION")
+    if not version:
+        return []
+    adopted = baseline(settings, emit, version, only_untracked=True)
+    if adopted:
+        log.write(f"📌 Baselined {name_versions(adopted)} (BASELINE_VERSION={version}): recorded as applied, not run\n")
+    else:
+        log.write(f"📌 BASELINE_VERSION={version} ignored: the database already records its migrations\n")
+    return adopted
+
+
 def _lint_error_rows() -> int:
     """LINT_ERROR_ROWS, set by the stack: from this many estimated rows a locking statement is an error."""
     value = os.environ.get("LINT_ERROR_ROWS", str(DEFAULT_ERROR_ROWS))
@@ -353,7 +374,8 @@ class _Report:
             case Planned(status):
                 self.total = len(status.pending)
                 self.previously_applied = [item.version for item in status.applied]
-                self.applied_at = {item.version: item.applied_at for item in status.applied}
+                # baselined rows (recorded by BASELINE_VERSION, never run) are no migration this deploy applied
+                self.applied_at = {item.version: item.applied_at for item in status.applied if not item.baselined}
             case Applying():
                 self.started = event
             case Applied(version, _):

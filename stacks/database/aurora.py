@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Annotations, Duration
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
@@ -55,9 +55,7 @@ class AuroraServerlessDatabase(PostgresDatabase):
         if settings.multi_az:
             # A reader in a second AZ that failover can promote; it follows the writer's capacity.
             readers.append(rds.ClusterInstance.serverless_v2("reader", scale_with_writer=True))
-        cluster = rds.DatabaseCluster(
-            self,
-            "Cluster",
+        cluster_props = dict(
             cluster_identifier=settings.identifier,
             engine=engine,
             writer=rds.ClusterInstance.serverless_v2("writer", publicly_accessible=False),
@@ -67,9 +65,7 @@ class AuroraServerlessDatabase(PostgresDatabase):
             serverless_v2_auto_pause_duration=(
                 Duration.seconds(capacity.auto_pause_seconds) if capacity.auto_pause_seconds else None
             ),
-            credentials=self.master_credentials(),
             manage_master_user_password=True,
-            default_database_name=settings.database_name,
             port=settings.port,
             vpc=vpc,
             vpc_subnets=subnets,
@@ -86,6 +82,17 @@ class AuroraServerlessDatabase(PostgresDatabase):
             deletion_protection=settings.deletion_protection,
             removal_policy=removal_policy(settings.removal),
         )
+        cluster: rds.DatabaseCluster | rds.DatabaseClusterFromSnapshot
+        if settings.restore.snapshot is None:
+            cluster = rds.DatabaseCluster(
+                self,
+                "Cluster",
+                credentials=self.master_credentials(),
+                default_database_name=settings.database_name,
+                **cluster_props,  # type: ignore[arg-type]
+            )
+        else:
+            cluster = self._restored_cluster(settings.restore.snapshot, cluster_props)
         cluster.node.add_dependency(log_group)
         self.resource = cluster
         self.cluster = cluster
@@ -94,3 +101,22 @@ class AuroraServerlessDatabase(PostgresDatabase):
         self.endpoint = cluster.cluster_endpoint
 
         acknowledge_common_findings(cluster, settings)
+
+    def _restored_cluster(self, snapshot: str, cluster_props: dict[str, object]) -> rds.DatabaseClusterFromSnapshot:
+        """The cluster restored from ``snapshot``: its master user and databases are the snapshot's
+        (CloudFormation forbids MasterUsername on a restore), and RDS takes over its password as for a
+        new cluster (ManageMasterUserPassword: a secret of RDS's own, a new password, rotated)."""
+        cluster = rds.DatabaseClusterFromSnapshot(
+            self, "Cluster", snapshot_identifier=snapshot, **cluster_props  # type: ignore[arg-type]
+        )
+        if self.secret_key is not None:
+            cfn_cluster = cluster.node.default_child
+            assert isinstance(cfn_cluster, rds.CfnDBCluster)
+            cfn_cluster.master_user_secret = rds.CfnDBCluster.MasterUserSecretProperty(
+                kms_key_id=self.secret_key.key_arn
+            )
+        Annotations.of(cluster).acknowledge_warning(
+            "@aws-cdk/aws-rds:generatedCredsNotApplied",
+            "The master user is the snapshot's; RDS manages its password (manage_master_user_password)",
+        )
+        return cluster

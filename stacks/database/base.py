@@ -20,7 +20,8 @@ class PostgresDatabase(Construct):
     """Common surface of AuroraServerlessDatabase and RdsFreeDatabase.
 
     Attributes:
-        resource: the ``rds.DatabaseCluster`` or ``rds.DatabaseInstance``.
+        resource: the ``rds.DatabaseCluster`` or ``rds.DatabaseInstance`` (``...FromSnapshot`` when the
+            environment is restored from a snapshot).
         secret: the master user's secret, created and rotated by RDS (JSON: username, password).
         endpoint: ``rds.Endpoint`` (hostname, port) of the writer.
         vpc / subnets: where the database runs; a function that connects goes in the same subnets.
@@ -28,7 +29,7 @@ class PostgresDatabase(Construct):
         database_name / username: ``users_<environment>`` / ``webapp``.
     """
 
-    resource: rds.DatabaseCluster | rds.DatabaseInstance
+    resource: rds.DatabaseClusterBase | rds.DatabaseInstanceBase
     secret: secretsmanager.ISecret
     endpoint: rds.Endpoint
 
@@ -80,11 +81,19 @@ class PostgresDatabase(Construct):
         schedule.apply_removal_policy(companion_removal_policy(self.settings.removal))
 
     @property
+    def identifier(self) -> str:
+        """The cluster's / instance's name (pg-schema-deploy-<env>): what scripts/rehearse.sh clones."""
+        resource = self.resource
+        if isinstance(resource, rds.DatabaseClusterBase):
+            return resource.cluster_identifier
+        return resource.instance_identifier
+
+    @property
     def resource_id(self) -> str:
         """The cluster's / instance's resource id: unique to each physical database, and the
         middle of its IAM database-user ARNs."""
         resource = self.resource
-        if isinstance(resource, rds.DatabaseCluster):
+        if isinstance(resource, rds.DatabaseClusterBase):
             return resource.cluster_resource_identifier
         cfn_instance = resource.node.default_child
         assert isinstance(cfn_instance, rds.CfnDBInstance)

@@ -6,6 +6,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.common import companion_removal_policy, log_retention, removal_policy
@@ -54,21 +55,15 @@ class RdsFreeDatabase(PostgresDatabase):
             )
             for name in LOG_EXPORTS
         ]
-        instance = rds.DatabaseInstance(
-            self,
-            "Instance",
+        instance_props = dict(
             instance_identifier=settings.identifier,
             engine=engine,
             instance_type=ec2.InstanceType(settings.rds.cdk_instance_type),
             allocated_storage=settings.rds.allocated_storage_gib,
             storage_type=rds.StorageType.GP2,
-            storage_encrypted=True,
             multi_az=settings.multi_az,
             publicly_accessible=False,
             auto_minor_version_upgrade=True,
-            credentials=self.master_credentials(),
-            manage_master_user_password=True,
-            database_name=settings.database_name,
             port=settings.port,
             vpc=vpc,
             vpc_subnets=subnets,
@@ -84,12 +79,26 @@ class RdsFreeDatabase(PostgresDatabase):
             deletion_protection=settings.deletion_protection,
             removal_policy=removal_policy(settings.removal),
         )
+        instance: rds.DatabaseInstance | rds.DatabaseInstanceFromSnapshot
+        if settings.restore.snapshot is None:
+            instance = rds.DatabaseInstance(
+                self,
+                "Instance",
+                storage_encrypted=True,
+                credentials=self.master_credentials(),
+                manage_master_user_password=True,
+                database_name=settings.database_name,
+                **instance_props,  # type: ignore[arg-type]
+            )
+            secret = instance.secret
+        else:
+            instance, secret = self._restored_instance(settings.restore.snapshot, instance_props)
         for log_group in log_groups:
             instance.node.add_dependency(log_group)
         self.resource = instance
         self.instance = instance
         self.log_groups = log_groups
-        self.adopt_master_secret(instance.secret)
+        self.adopt_master_secret(secret)
         self.endpoint = instance.instance_endpoint
 
         acknowledge_common_findings(instance, settings)
@@ -107,3 +116,33 @@ class RdsFreeDatabase(PostgresDatabase):
                 "Single-AZ on purpose: the free tier covers Single-AZ micro instances only and a standby "
                 "doubles the instance cost; set multi_az=True in stacks/settings.py for a standby.",
             )
+
+    def _restored_instance(
+        self, snapshot: str, instance_props: dict[str, object]
+    ) -> tuple[rds.DatabaseInstanceFromSnapshot, secretsmanager.ISecret]:
+        """The instance restored from ``snapshot``, and its master secret.
+
+        Its master user and databases are the snapshot's (CloudFormation forbids MasterUsername and
+        DBName on a restore). aws-cdk-lib offers no managed password here, so the template says it
+        itself: CloudFormation restores, then turns ManageMasterUserPassword on as for a new instance
+        (RDS makes a secret of its own with a new password and rotates it). StorageEncrypted states
+        what the (encrypted) snapshot brings; RDS takes the encryption from the snapshot.
+        """
+        instance = rds.DatabaseInstanceFromSnapshot(
+            self, "Instance", snapshot_identifier=snapshot, **instance_props  # type: ignore[arg-type]
+        )
+        cfn_instance = instance.node.default_child
+        assert isinstance(cfn_instance, rds.CfnDBInstance)
+        cfn_instance.manage_master_user_password = True
+        cfn_instance.storage_encrypted = True
+        if self.secret_key is not None:
+            cfn_instance.master_user_secret = rds.CfnDBInstance.MasterUserSecretProperty(
+                kms_key_id=self.secret_key.key_arn
+            )
+        secret = secretsmanager.Secret.from_secret_attributes(
+            self,
+            "MasterSecret",
+            secret_complete_arn=cfn_instance.attr_master_user_secret_secret_arn,
+            encryption_key=self.secret_key,
+        )
+        return instance, secret

@@ -28,6 +28,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
+from database.migrator.discovery import scan
 from database.migrator.errors import InvalidMigrationError
 from database.migrator.manifest import Manifest, build_manifest
 from stacks.common import companion_removal_policy
@@ -139,6 +140,9 @@ class SchemaMigration(Construct):
             "SCHEMA_DRIFT": migration.schema_drift.value,
             "LINT_ERROR_ROWS": str(migration.lint_error_rows),
         }
+        if settings.restore.baseline_version is not None:
+            _check_baseline_version(settings.restore.baseline_version, asset_directory, settings.name)
+            runner_environment["BASELINE_VERSION"] = settings.restore.baseline_version
         self.secrets_endpoint: ec2.InterfaceVpcEndpoint | None = None
         endpoint_security_group: ec2.SecurityGroup | None = None
         if migration.secrets_manager_endpoint:
@@ -289,10 +293,10 @@ class SchemaMigration(Construct):
         create only, turns deletion protection off: CloudFormation deletes it before the database
         (it names the database), so the rollback completes and the create can be retried."""
         resource = database.resource
-        if isinstance(resource, rds.DatabaseCluster):
+        if isinstance(resource, rds.DatabaseClusterBase):
             kind, identifier, arn = "cluster", resource.cluster_identifier, resource.cluster_arn
         else:
-            assert isinstance(resource, rds.DatabaseInstance)
+            assert isinstance(resource, rds.DatabaseInstanceBase)
             kind, identifier, arn = "instance", resource.instance_identifier, resource.instance_arn
         action = "rds:ModifyDBCluster" if kind == "cluster" else "rds:ModifyDBInstance"
         deploy_role.add_to_policy(iam.PolicyStatement(actions=[action], resources=[arn]))
@@ -394,6 +398,17 @@ def _manifest_of(asset_directory: Path) -> Manifest:
     except InvalidMigrationError as error:
         message = str(error).replace(f"{asset_directory}/", "")
         raise SettingsError(f"the deploy-time migration cannot be built: {message}") from None
+
+
+def _check_baseline_version(version: str, asset_directory: Path, environment: str) -> None:
+    """A baseline_version must name one of the migrations the deploy carries: the runner would
+    refuse it on the first deploy, after CloudFormation had created the database."""
+    files, _ = scan(asset_directory / "database" / "migrations")
+    if version not in {file.version for file in files}:
+        raise SettingsError(
+            f"{environment}: baseline_version={version!r} names no migration in database/migrations "
+            f"(the newest is {files[-1].version if files else 'none'})"
+        )
 
 
 def _egress_rule(destination: ec2.SecurityGroup, port: int, description: str) -> dict[str, object]:

@@ -23,6 +23,7 @@ from stacks.settings import (
     RdsInstance,
     Removal,
     SettingsError,
+    SnapshotRestore,
     apply_context,
     aurora_supports_scale_to_zero,
 )
@@ -193,6 +194,82 @@ def test_every_environment_has_its_own_vpc_range() -> None:
     ],
 )
 def test_bad_context_values_name_the_key_and_the_allowed_values(context: dict[str, object], message: str) -> None:
+    with pytest.raises(ContextError, match=message):
+        apply_context(context)
+
+
+CLUSTER_SNAPSHOT_ARN = "arn:aws:rds:us-east-1:123456789012:cluster-snapshot:users-production-final"
+DB_SNAPSHOT_ARN = "arn:aws:rds:us-east-1:123456789012:snapshot:users-production-final"
+
+
+def test_a_snapshot_and_a_baseline_per_environment_from_the_context() -> None:
+    testing, production = apply_context(
+        {"snapshot.production": CLUSTER_SNAPSHOT_ARN, "baseline_version.production": "004_add_orders"}
+    )
+    assert testing.restore == SnapshotRestore() and testing.database_name == "users_testing"
+    assert production.restore == SnapshotRestore(CLUSTER_SNAPSHOT_ARN, "004_add_orders")
+    assert production.restore.snapshot_kind == "cluster-snapshot" and production.database_name == "users_production"
+    _, rds = apply_context({"database.production": "rds-free", "snapshot.production": "users-production-final"})
+    assert rds.restore.snapshot == "users-production-final" and rds.restore.snapshot_kind is None
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [CLUSTER_SNAPSHOT_ARN, DB_SNAPSHOT_ARN, "users-production-final", "rds:pg-old-2026-11-20-03-10",
+     "arn:aws-cn:rds:cn-north-1:123456789012:snapshot:rds:old-2026-11-20"],
+)  # fmt: skip
+def test_snapshot_identifiers_and_arns_are_accepted(snapshot: str) -> None:
+    assert SnapshotRestore(snapshot).snapshot == snapshot
+
+
+@pytest.mark.parametrize(
+    ("restore", "message"),
+    [
+        ({"snapshot": "old--db"}, r"snapshot='old--db' is neither a snapshot identifier .* nor a snapshot ARN"),
+        ({"snapshot": "1st-db"}, r"snapshot='1st-db' is neither a snapshot identifier"),
+        ({"snapshot": "arn:aws:rds:us-east-1:123:snapshot:x"}, r"is neither a snapshot identifier"),
+        ({"snapshot": "x", "baseline_version": "004"}, r"baseline_version='004' is not a migration version: .*NNN_"),
+        ({"snapshot": "x", "baseline_version": "add_orders"}, r"baseline_version='add_orders' is not a migration"),
+        ({"snapshot": "x", "baseline_version": "004_add_orders.sql"}, r"is not a migration version"),
+        ({"baseline_version": "004_add_orders"}, r"baseline_version='004_add_orders' applies to a database created "
+                                                 r"from a snapshot, and no snapshot is set"),
+        ({"database_name": "users_production"}, r"database_name='users_production' applies to a database created"),
+        ({"snapshot": "x", "database_name": "users-production"}, r"restore database_name='users-production': a "),
+    ],
+)  # fmt: skip
+def test_snapshot_restore_validation_names_the_setting(restore: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        SnapshotRestore(**restore)
+
+
+def test_a_cluster_snapshot_for_an_rds_environment_is_refused() -> None:
+    refused = r"production: snapshot='arn:.*:cluster-snapshot:.*' is a DB cluster snapshot \(Aurora\); the rds-free"
+    with pytest.raises(SettingsError, match=refused + " flavour restores a DB snapshot"):
+        apply_context({"database.production": "rds-free", "snapshot.production": CLUSTER_SNAPSHOT_ARN})
+    # the other way round is RDS for PostgreSQL into Aurora, which a DB snapshot's ARN allows
+    assert apply_context({"snapshot.production": DB_SNAPSHOT_ARN})[1].restore.snapshot_kind == "snapshot"
+
+
+def test_a_restored_environment_runs_migrations_in_the_snapshot_database() -> None:
+    restored = dataclasses.replace(
+        ENVIRONMENTS["testing"], restore=SnapshotRestore(CLUSTER_SNAPSHOT_ARN, database_name="users_production")
+    )
+    assert restored.database_name == "users_production" and restored.username == "webapp"
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"snapshot.production": "my_snapshot"}, r"context key 'snapshot.production' \(production\): snapshot="),
+        ({"baseline_version": "004_add_orders"},
+         r"context key 'baseline_version' \(testing\): baseline_version='004_add_orders' applies to a database "
+         r"created from a snapshot"),
+        ({"snapshot.production": "x", "baseline_version.production": "four"},
+         r"context key 'baseline_version.production' \(production\): baseline_version='four' is not a migration"),
+        ({"snapshot.staging": "x"}, r"'snapshot.staging' names no environment: allowed are snapshot.testing"),
+    ],
+)  # fmt: skip
+def test_bad_snapshot_context_values_name_the_key(context: dict[str, object], message: str) -> None:
     with pytest.raises(ContextError, match=message):
         apply_context(context)
 

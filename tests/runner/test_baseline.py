@@ -9,7 +9,10 @@ from pathlib import Path
 
 import psycopg
 
-from .helpers import run_cli, status_of, write_migrations
+from database.migrator.events import ignore_events
+from database.migrator.orchestration import baseline
+
+from .helpers import run_cli, settings_for, status_of, write_migrations
 
 FILES = {
     "001_users.sql": "CREATE TABLE users (id bigint PRIMARY KEY);\n",
@@ -59,3 +62,21 @@ def test_baseline_refuses_a_version_that_is_no_migration_file(database_uri: str,
         assert connection.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
     deployed = run_cli("--environment", "production", "--baseline", "001_users")
     assert deployed.returncode == 2 and "changes only through a deploy" in deployed.stderr
+
+
+def test_a_standing_baseline_acts_only_on_a_database_that_records_no_migration(
+    database_uri: str, tmp_path: Path
+) -> None:
+    """What a restored environment's deploys do with baseline_version (only_untracked): the first one
+    baselines; once rows exist, from that baseline or the old runner's table, nothing is recorded."""
+    made_by_hand(database_uri)
+    directory = write_migrations(tmp_path / "m", FILES)
+    settings = settings_for(database_uri, directory)
+    with psycopg.connect(database_uri, autocommit=True) as connection:  # the old runner's table, still empty
+        connection.execute("CREATE TABLE schema_migrations (version varchar(255) PRIMARY KEY)")
+
+    assert baseline(settings, ignore_events, "002_orders", only_untracked=True) == ["001_users", "002_orders"]
+    assert baseline(settings, ignore_events, "003_notes", only_untracked=True) == []  # rows now: left alone
+    assert [(a.version, a.baselined) for a in status_of(database_uri, directory).applied] == [
+        ("001_users", True), ("002_orders", True),
+    ]  # fmt: skip
