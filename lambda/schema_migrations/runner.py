@@ -161,7 +161,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             if roles is not None:
                 answer["roles_changed"] = _ensure_roles(settings, roles, log)
         elif action == "rehearse":
-            answer = {"rehearsal": _rehearse(event, settings, emit)}
+            answer = {"rehearsal": _rehearse(event, settings, emit, log)}
         elif action == "lint":
             findings, _ = lint_pending(settings, shipped_report(LINT_REPORT), _lint_error_rows(), emit)
             answer = {"findings": [finding.to_dict() for finding in findings]}
@@ -246,8 +246,11 @@ def rehearsal_host(clone_host: object, database_host: object) -> str:
     return host
 
 
-def _rehearse(event: dict[str, Any], settings: RunnerSettings, emit: EventSink) -> dict[str, Any]:
-    """The caller's migration files in a directory of their own, applied to the clone, measured."""
+def _rehearse(
+    event: dict[str, Any], settings: RunnerSettings, emit: EventSink, log: _ScrubbingWriter
+) -> dict[str, Any]:
+    """The caller's migration files in a directory of their own, applied to the clone as a deploy
+    would apply them (BASELINE_VERSION's baseline first), measured."""
     from database.rehearsal.measure import Budgets, measure_apply
 
     files, report, limits = event.get("migrations"), event.get("lint_report"), event.get("budgets")
@@ -271,6 +274,7 @@ def _rehearse(event: dict[str, Any], settings: RunnerSettings, emit: EventSink) 
         report_path.write_text(json.dumps(report), encoding="utf-8")
         applied_by = settings.applied_by.replace("deploy:", "rehearsal:", 1)
         settings = replace(settings, migrations_dir=directory, applied_by=applied_by)
+        _first_deploy_baseline(settings, emit, log)
         clone = str(event.get("clone_host") or "").partition(".")[0]
         rehearsal = measure_apply(settings, budgets, shipped_report(report_path), _lint_error_rows(), clone, emit)
         document = rehearsal.document(budgets)

@@ -105,6 +105,7 @@ def environment(
         "checkout": checkout,
         "clone": clone_database,
         "new_clone": lambda: prepare_clone(clone_server, deployment),  # a later clone: as the cluster is now
+        "server": clone_server,
     }
 
 
@@ -367,4 +368,31 @@ def test_the_clone_is_made_like_the_cluster_and_waited_for_with_progress(environ
     ]
     assert slept == [15, 15, 15]
     assert lines[-1].startswith(f"🧹 Deleting clone {clone.cluster}")
+    assert clusters(environment["rds"]) == [CLUSTER]
+
+
+def test_a_restored_environment_is_rehearsed_as_its_first_deploy_would_run(
+    environment: dict[str, Any], deployment: Deployment, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A cluster restored from the old setup's snapshot, not deployed with migrations yet: its tables
+    exist without tracking, and BASELINE_VERSION (the stack's setting) baselines them first."""
+    conninfo = empty_clone(environment["server"], deployment.database.dbname)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute("CREATE TABLE users (id serial PRIMARY KEY, email varchar(100) NOT NULL, name text)")
+        connection.execute(f"ALTER TABLE users OWNER TO {MIGRATION_LOGIN}".encode())
+        connection.execute(f"ALTER SEQUENCE users_id_seq OWNER TO {MIGRATION_LOGIN}".encode())
+    fill(conninfo)
+    monkeypatch.setenv("BASELINE_VERSION", "002_add_name")
+    (environment["checkout"] / "003_widen_id.sql").write_text(WIDEN["003_widen_id.sql"])
+
+    code, out, err = rehearse("--json", "--max-lock", "60", capsys=capsys)
+
+    assert code == 0, (out, err)
+    document = json.loads(out[out.rindex("\n{\n") + 1 :])
+    assert [measure["version"] for measure in document["rehearsal"]["migrations"]] == ["003_widen_id"]
+    with psycopg.connect(conninfo) as connection:
+        rows = connection.execute("SELECT version, applied_by FROM schema_migrations ORDER BY version").fetchall()
+    assert rows == [("001_create_users", "baseline:rehearsal:testing"), ("002_add_name", "baseline:rehearsal:testing"),
+                    ("003_widen_id", "rehearsal:testing")]  # fmt: skip
     assert clusters(environment["rds"]) == [CLUSTER]
