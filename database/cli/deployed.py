@@ -84,6 +84,7 @@ class DeployedTarget:
     session: Any  # boto3.session.Session
     region: str
     outputs: dict[str, str]
+    label: str  # how errors name the target: "--environment testing" for run-migrations.sh
 
     @property
     def stack(self) -> str:
@@ -99,7 +100,7 @@ class DeployedTarget:
         return self.outputs[FUNCTION_OUTPUT]
 
     @classmethod
-    def find(cls, environment: str) -> DeployedTarget:
+    def find(cls, environment: str, label: str | None = None) -> DeployedTarget:
         """The session (AWS_REGION first, as the CDK CLI and scripts/deploy.sh read it; then the
         SDK's own sources) and the stack's outputs."""
         import boto3
@@ -108,28 +109,29 @@ class DeployedTarget:
         from database.cli.aws_setup import setup_problem
 
         stack = f"{STACK_PREFIX}{environment}"
+        label = label or f"--environment {environment}"
         try:
             session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
             region = session.region_name
         except BotoCoreError as error:  # a missing profile or a malformed config file
-            raise DeployedEnvironmentError(f"--environment {environment}: {setup_problem(error) or error}") from None
+            raise DeployedEnvironmentError(f"{label}: {setup_problem(error) or error}") from None
         if not region:
             raise DeployedEnvironmentError(
-                f"--environment {environment}: no AWS region configured; set AWS_REGION (or a profile's region) "
+                f"{label}: no AWS region configured; set AWS_REGION (or a profile's region) "
                 f"to the region {stack} is deployed in"
             )
         try:
             stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
         except ClientError as error:
-            message = client_error_message(error, environment, stack, region)
+            message = client_error_message(error, label, environment, stack, region)
             code = error.response.get("Error", {}).get("Code")
             missing = code == "ValidationError" and "does not exist" in str(error)
             raise (StackNotDeployedError if missing else DeployedEnvironmentError)(message) from None
         except (BotoCoreError, ValueError) as error:
             reason = setup_problem(error) or f"AWS request failed: {error}"
-            raise DeployedEnvironmentError(f"--environment {environment}: {reason}") from None
+            raise DeployedEnvironmentError(f"{label}: {reason}") from None
         outputs = {str(out["OutputKey"]): str(out["OutputValue"]) for out in stacks[0].get("Outputs") or []}
-        return cls(environment, session, str(region), outputs)
+        return cls(environment, session, str(region), outputs, label)
 
     def invoke(self, payload: dict[str, Any], read_timeout: float = 60.0, *, retry: bool = True) -> dict[str, Any]:
         """The migration function's answer to ``payload`` (a document with ``ok``); ``retry``: let the
@@ -148,11 +150,11 @@ class DeployedTarget:
             answer = json.loads(response["Payload"].read())
         except ClientError as error:
             raise DeployedEnvironmentError(
-                client_error_message(error, self.environment, self.stack, self.region)
+                client_error_message(error, self.label, self.environment, self.stack, self.region)
             ) from None
         except (BotoCoreError, ValueError) as error:
             reason = setup_problem(error) or f"AWS request failed: {error}"
-            raise DeployedEnvironmentError(f"--environment {self.environment}: {reason}") from None
+            raise DeployedEnvironmentError(f"{self.label}: {reason}") from None
         if response.get("FunctionError"):
             message = answer.get("errorMessage", answer) if isinstance(answer, dict) else answer
             raise DeployedEnvironmentError(f"the migration function {name} failed: {message}")
@@ -161,17 +163,17 @@ class DeployedTarget:
         return answer
 
 
-def client_error_message(error: Any, environment: str, stack: str, region: str) -> str:
+def client_error_message(error: Any, label: str, environment: str, stack: str, region: str) -> str:
     code = error.response.get("Error", {}).get("Code", "")
     message = error.response.get("Error", {}).get("Message", str(error))
     operation = getattr(error, "operation_name", "")
     if operation == "DescribeStacks" and code == "ValidationError" and "does not exist" in message:
         return (
-            f"--environment {environment}: stack {stack} does not exist in {region} for these credentials; "
+            f"{label}: stack {stack} does not exist in {region} for these credentials; "
             f"deploy it first (scripts/deploy.sh {environment}) or set AWS_REGION to where it is"
         )
     if code in ("AccessDenied", "AccessDeniedException", "AccessDeniedError"):
         needed = "cloudformation:DescribeStacks" if operation == "DescribeStacks" else "lambda:InvokeFunction"
-        return f"--environment {environment}: not allowed ({code}): this needs {needed}: {message}"
-    return f"--environment {environment}: {operation or 'AWS'} failed ({code}): {message}"
+        return f"{label}: not allowed ({code}): this needs {needed}: {message}"
+    return f"{label}: {operation or 'AWS'} failed ({code}): {message}"
 

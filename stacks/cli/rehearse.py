@@ -66,7 +66,7 @@ def rehearse_environment(settings: EnvironmentSettings, budgets: Budgets, out: T
     from database.rehearsal.measure import Rehearsal
     from stacks.rehearsal.clone import ClusterCloner
 
-    target = DeployedTarget.find(settings.name)
+    target = DeployedTarget.find(settings.name, label=settings.name)
     source = _cluster_of(target)
     files, report = _checkout()
     status = target.invoke({"action": "status"})
@@ -92,7 +92,7 @@ def cleanup(settings: EnvironmentSettings, out: TextIO) -> list[str]:
     from database.cli.deployed import DeployedTarget
     from stacks.rehearsal.clone import ClusterCloner
 
-    target = DeployedTarget.find(settings.name)
+    target = DeployedTarget.find(settings.name, label=settings.name)
     return ClusterCloner(target.session.client("rds"), settings.name, _cluster_of(target), out).cleanup()
 
 

@@ -396,3 +396,21 @@ def test_a_restored_environment_is_rehearsed_as_its_first_deploy_would_run(
     assert rows == [("001_create_users", "baseline:rehearsal:testing"), ("002_add_name", "baseline:rehearsal:testing"),
                     ("003_widen_id", "rehearsal:testing")]  # fmt: skip
     assert clusters(environment["rds"]) == [CLUSTER]
+
+
+def test_an_environment_not_deployed_is_named_in_one_line(
+    environment: dict[str, Any], deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    del deployment.aws.stack_outputs[STACK_NAME]
+
+    code, _, err = rehearse(capsys=capsys)
+
+    assert code == 3
+    assert err.strip() == (
+        f"rehearse: testing: stack {STACK_NAME} does not exist in {REGION} for these credentials; deploy it first "
+        "(scripts/deploy.sh testing) or set AWS_REGION to where it is"
+    )
+    settings = replace(ENVIRONMENTS["testing"], rehearsal=RehearsalSettings(required=True))
+    cdk_commands.rehearse_first(settings)  # a first deploy: nothing to rehearse on, the deploy goes on
+    assert f"rehearse: {STACK_NAME} is not deployed yet: nothing to rehearse on" in capsys.readouterr().out
+    assert clusters(environment["rds"]) == [CLUSTER]
