@@ -13,12 +13,19 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from database.migrator.errors import MigrationError
 from database.migrator.postgres import APPLICATION_NAME
-from database.rehearsal.measure import Budgets, Rehearsal, RehearsalError, measure_apply
+from database.rehearsal.measure import Budgets, Rehearsal, measure_apply
 
 if TYPE_CHECKING:
     from database.migrator.events import EventSink
     from database.migrator.orchestration import RunnerSettings
+
+
+class RehearsalError(MigrationError):
+    """The copy could not be made (the source has other sessions, no right to create databases)."""
+
+    exit_code = 3
 
 
 def rehearse(settings: RunnerSettings, budgets: Budgets, error_rows: int, emit: EventSink) -> Rehearsal:

@@ -45,12 +45,6 @@ WHERE l.granted AND a.datname = current_database() AND a.application_name = %s
 """
 
 
-class RehearsalError(MigrationError):
-    """The copy could not be made (the source has other sessions, no right to create databases)."""
-
-    exit_code = 3
-
-
 @dataclass(frozen=True)
 class Budgets:
     max_lock_seconds: float = 5.0  # an ACCESS EXCLUSIVE lock held longer is over budget
