@@ -27,6 +27,8 @@ def execute(uri: str, *statements: str) -> None:
 
 
 def fill_orders(uri: str, rows: int, *, analyze: bool = True) -> None:
+    if not analyze:  # and autovacuum may not either: its autoanalyze would make the table analyzed
+        execute(uri, "ALTER TABLE orders SET (autovacuum_enabled = false)")
     execute(uri, f"INSERT INTO orders SELECT g, g FROM generate_series(1, {rows}) AS g")
     if analyze:
         execute(uri, "ANALYZE orders")
